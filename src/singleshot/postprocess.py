@@ -1,0 +1,111 @@
+"""Post-processing (paper section 3, inference): decode, score threshold, per-class NMS, top-k.
+
+The whole batch is handled with tensor operations: candidate selection is one threshold (plus one ``topk``
+when some class has more than its cap of candidates), only candidates are decoded, and NMS is one
+``torchvision.ops.batched_nms`` call whose groups are ``(image, class)`` pairs. There is no Python loop over
+classes or images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+from singleshot.boxes import DEFAULT_VARIANCES, decode
+
+
+def select_candidates(scores: Tensor, threshold: float, per_class: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Scores above ``threshold``, at most ``per_class`` (the highest) per image and class.
+
+    Args:
+        scores: ``(B, P, C)`` class probabilities, background removed.
+
+    Returns:
+        ``(image, prior, class, score)`` 1-D tensors, ordered by image, then class, then decreasing score
+        (the order of a per-class loop, so that NMS breaks ties the same way).
+    """
+    num_cls = scores.shape[2]
+    above = scores > threshold
+    if above.numel() == 0 or int(above.sum(dim=1).max()) <= per_class:
+        # Usual case with a trained model: no class is over its cap, so a sparse selection is all it takes.
+        img, prior, cls = above.nonzero(as_tuple=True)
+        score = scores[img, prior, cls]
+    else:
+        # Dense case (an untrained model): one top-k over the priors of every (image, class) row.
+        top_scores, top_prior = scores.transpose(1, 2).topk(min(per_class, scores.shape[1]), dim=2)
+        img, cls, slot = (top_scores > threshold).nonzero(as_tuple=True)
+        score, prior = top_scores[img, cls, slot], top_prior[img, cls, slot]
+    order = score.argsort(descending=True, stable=True)
+    order = order[(img * num_cls + cls)[order].argsort(stable=True)]
+    return img[order], prior[order], cls[order], score[order]
+
+
+class PostProcessor(nn.Module):
+    """Turns head outputs into detections.
+
+    Args:
+        score_threshold: per-class scores must exceed this (original: 0.01).
+        nms_threshold: IoU above which a lower-scoring box of the same class is suppressed (original: 0.45).
+        candidates_per_class: boxes of each class kept, by score, before NMS (original: 400).
+        detections_per_image: detections kept per image after NMS (original: 200).
+        variances: box-coder variances.
+    """
+
+    def __init__(
+        self,
+        score_threshold: float = 0.01,
+        nms_threshold: float = 0.45,
+        candidates_per_class: int = 400,
+        detections_per_image: int = 200,
+        variances: tuple[float, float] = DEFAULT_VARIANCES,
+    ) -> None:
+        super().__init__()
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.candidates_per_class = candidates_per_class
+        self.detections_per_image = detections_per_image
+        self.variances = variances
+
+    def forward(
+        self,
+        cls_logits: Tensor,
+        bbox_regression: Tensor,
+        priors_cxcywh: Tensor,
+        image_sizes: Sequence[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """Detections of each image.
+
+        Args:
+            cls_logits: ``(B, P, C + 1)`` logits, background at index 0.
+            bbox_regression: ``(B, P, 4)`` offsets.
+            priors_cxcywh: ``(P, 4)`` default boxes, normalised.
+            image_sizes: ``(H, W)`` of each original image; boxes are scaled to it.
+
+        Returns:
+            Per image ``{"boxes": (D, 4) xyxy pixels, "scores": (D,), "labels": (D,) int64 in 1..C}``,
+            sorted by decreasing score.
+        """
+        batch, _, num_logits = cls_logits.shape
+        scores = cls_logits.float().softmax(dim=-1)[..., 1:]
+        img, prior, cls, score = select_candidates(scores, self.score_threshold, self.candidates_per_class)
+
+        sizes = torch.tensor(image_sizes, dtype=torch.float32, device=cls_logits.device)  # (B, 2) = (H, W)
+        boxes = decode(bbox_regression[img, prior].float(), priors_cxcywh[prior], self.variances)
+        boxes = boxes.clamp(0.0, 1.0) * sizes[img][:, [1, 0, 1, 0]]
+        keep = batched_nms(boxes, score, img * (num_logits - 1) + cls, self.nms_threshold)
+
+        # `keep` is sorted by decreasing score; a stable sort by image keeps that order inside each image.
+        keep = keep[torch.sort(img[keep], stable=True).indices]
+        per_image = torch.bincount(img[keep], minlength=batch)
+        rank = torch.arange(keep.numel(), device=keep.device) - (per_image.cumsum(0) - per_image)[img[keep]]
+        keep = keep[rank < self.detections_per_image]
+        counts = torch.bincount(img[keep], minlength=batch).tolist()
+        return [
+            {"boxes": b, "scores": s, "labels": lab}
+            for b, s, lab in zip(
+                boxes[keep].split(counts), score[keep].split(counts), (cls[keep] + 1).split(counts), strict=True
+            )
+        ]

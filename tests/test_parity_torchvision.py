@@ -1,0 +1,75 @@
+"""Our models against torchvision's SSD models carrying the same (seeded random) weights."""
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models.detection import ssd300_vgg16, ssdlite320_mobilenet_v3_large
+from torchvision.models.detection.image_list import ImageList
+
+from singleshot.boxes import cxcywh_to_xyxy
+from singleshot.weights import build_from_torchvision, from_torchvision
+
+
+def _randomise(model: nn.Module) -> None:
+    """Weights that give logits of order 1 (torchvision's own SSDLite init gives ~1e-14 outputs, all ties)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.normal_(m.bias, std=0.1)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.normal_(m.bias, std=0.1)
+    for predictors in (model.head.classification_head.module_list, model.head.regression_head.module_list):
+        for block in predictors:
+            block[1].weight.data.mul_(0.25)
+
+
+CASES = {
+    "ssd300_vgg16": (lambda: ssd300_vgg16(weights=None, weights_backbone=None, num_classes=21), 300, False),
+    "ssdlite320_mobilenet_v3": (
+        lambda: ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=21),
+        320,
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_same_outputs_as_torchvision(name: str) -> None:
+    make, size, randomise = CASES[name]
+    torch.manual_seed(0)
+    reference = make().eval()
+    if randomise:
+        _randomise(reference)
+    ours = build_from_torchvision(reference.state_dict(), name).eval()
+    assert ours.num_classes == 20
+
+    x = torch.randn(2, 3, size, size)  # the same pre-processed input for both
+    with torch.no_grad():
+        features = list(reference.backbone(x).values())
+        expected = reference.head(features)
+        cls_logits, bbox_regression = ours.head_outputs(x)
+        anchors = reference.anchor_generator(ImageList(x, [(size, size)] * 2), features)
+        want = reference.postprocess_detections(expected, anchors, [(size, size)] * 2)
+        got = ours.postprocess(cls_logits, bbox_regression, ours.priors, [(size, size)] * 2)
+
+    # the prior order is the same as torchvision's: no permutation needed
+    torch.testing.assert_close(cls_logits, expected["cls_logits"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(bbox_regression, expected["bbox_regression"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(cxcywh_to_xyxy(ours.priors) * size, anchors[0], atol=1e-3, rtol=0)
+    assert cls_logits.std() > 0.5  # not degenerate: scores are not all tied
+    for a, b in zip(got, want, strict=True):
+        assert a["boxes"].shape[0] > 50
+        torch.testing.assert_close(a["boxes"], b["boxes"], atol=1e-3, rtol=0)
+        torch.testing.assert_close(a["scores"], b["scores"], atol=1e-6, rtol=0)
+        assert torch.equal(a["labels"], b["labels"])
+
+
+def test_conversion_rejects_a_foreign_state_dict() -> None:
+    with pytest.raises(KeyError, match="no counterpart"):
+        from_torchvision({"roi_heads.box_predictor.cls_score.weight": torch.zeros(1)}, "ssd300_vgg16")
+    with pytest.raises(KeyError, match="no torchvision conversion"):
+        from_torchvision({}, "ssd512_vgg16")

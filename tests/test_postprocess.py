@@ -1,0 +1,85 @@
+import pytest
+import torch
+from torchvision.ops import nms
+
+from singleshot.boxes import cxcywh_to_xyxy, decode
+from singleshot.postprocess import PostProcessor
+
+
+def _reference(logits, offsets, priors, sizes, thr, nms_thr, cand, top):
+    """A plain per-image, per-class loop: the textbook SSD post-processing."""
+    out = []
+    for b in range(logits.shape[0]):
+        h, w = sizes[b]
+        scores = logits[b].softmax(-1)
+        boxes = decode(offsets[b], priors).clamp(0, 1) * torch.tensor([w, h, w, h])
+        all_boxes, all_scores, all_labels = [], [], []
+        for c in range(1, logits.shape[-1]):
+            s = scores[:, c]
+            keep = s > thr
+            s, bx = s[keep], boxes[keep]
+            s, idx = s.topk(min(cand, s.numel()))
+            bx = bx[idx]
+            k = nms(bx, s, nms_thr)
+            all_boxes.append(bx[k])
+            all_scores.append(s[k])
+            all_labels.append(torch.full((k.numel(),), c))
+        s = torch.cat(all_scores)
+        order = s.argsort(descending=True)[:top]
+        out.append({"boxes": torch.cat(all_boxes)[order], "scores": s[order], "labels": torch.cat(all_labels)[order]})
+    return out
+
+
+@pytest.mark.parametrize("candidates", [100, 500])  # some classes over the cap (top-k path) / none (sparse path)
+def test_matches_a_per_class_loop(candidates: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    priors = torch.cat([torch.rand(500, 2, generator=g), torch.rand(500, 2, generator=g) * 0.3 + 0.02], 1)
+    logits = torch.randn(3, 500, 6, generator=g) * 2
+    offsets = torch.randn(3, 500, 4, generator=g)
+    sizes = [(300, 300), (480, 640), (100, 50)]
+    ours = PostProcessor(0.05, 0.45, candidates, 50)(logits, offsets, priors, sizes)
+    ref = _reference(logits, offsets, priors, sizes, 0.05, 0.45, candidates, 50)
+    for a, b in zip(ours, ref, strict=True):
+        assert a["boxes"].shape == (50, 4)
+        torch.testing.assert_close(a["scores"], b["scores"])
+        torch.testing.assert_close(a["boxes"], b["boxes"])
+        assert torch.equal(a["labels"], b["labels"])
+
+
+def test_hand_case_nms_threshold_and_scaling() -> None:
+    priors = torch.tensor([[0.5, 0.5, 0.4, 0.4], [0.52, 0.5, 0.4, 0.4], [0.2, 0.2, 0.1, 0.1]])
+    logits = torch.log(
+        torch.tensor(
+            [
+                [[0.1, 0.9, 0.0], [0.2, 0.8, 0.0], [0.0, 0.5, 0.5]],
+            ]
+        )
+        + 1e-12
+    )
+    out = PostProcessor(score_threshold=0.3, nms_threshold=0.45)(logits, torch.zeros(1, 3, 4), priors, [(200, 400)])[0]
+    # prior 1 overlaps prior 0 (same class 1, lower score): suppressed. Prior 2 scores 0.5 for classes 1 and 2.
+    assert out["labels"].tolist() == [1, 1, 2]
+    torch.testing.assert_close(out["scores"], torch.tensor([0.9, 0.5, 0.5]))
+    expected_first = cxcywh_to_xyxy(priors[0]) * torch.tensor([400.0, 200.0, 400.0, 200.0])
+    torch.testing.assert_close(out["boxes"][0], expected_first)
+    torch.testing.assert_close(out["boxes"][1], torch.tensor([60.0, 30.0, 100.0, 50.0]))
+
+
+def test_boxes_are_clipped_and_nothing_passes_a_high_threshold() -> None:
+    priors = torch.tensor([[0.95, 0.95, 0.5, 0.5]])
+    logits = torch.tensor([[[0.0, 5.0]]])
+    out = PostProcessor()(logits, torch.zeros(1, 1, 4), priors, [(100, 100)])[0]
+    torch.testing.assert_close(out["boxes"], torch.tensor([[70.0, 70.0, 100.0, 100.0]]))
+    empty = PostProcessor(score_threshold=0.999)(logits, torch.zeros(1, 1, 4), priors, [(100, 100)])[0]
+    assert empty["boxes"].shape == (0, 4) and empty["scores"].shape == (0,) and empty["labels"].dtype == torch.int64
+
+
+def test_scores_sorted_and_capped_per_image() -> None:
+    g = torch.Generator().manual_seed(3)
+    priors = torch.cat([torch.rand(2000, 2, generator=g), torch.full((2000, 2), 0.01)], 1)
+    out = PostProcessor(0.0, 0.45, 400, 200)(
+        torch.randn(2, 2000, 21, generator=g), torch.zeros(2, 2000, 4), priors, [(300, 300)] * 2
+    )
+    for det in out:
+        assert det["scores"].numel() == 200
+        assert torch.all(det["scores"][:-1] >= det["scores"][1:])
