@@ -26,7 +26,7 @@ def test_list_and_build_by_name() -> None:
         build("ssd300_vgg19")
 
 
-@pytest.mark.parametrize("name", ["ssd300_vgg16", "ssd300_vgg16_bn", "ssdlite320_mobilenet_v3"])
+@pytest.mark.parametrize("name", ["ssd300_vgg16", "ssd512_vgg16", "ssd300_vgg16_bn", "ssdlite320_mobilenet_v3"])
 def test_one_training_step_reaches_every_parameter(name: str) -> None:
     model = build(name, num_classes=3).train()
     size = model.preprocessing.image_size[0]
