@@ -17,7 +17,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/singleshot models
+	$(VENV)/bin/singleshot models ssd300_vgg16 ssdlite320_mobilenet_v3
+	$(VENV)/bin/singleshot train --config recipes/demo.yaml
 
 bench: $(STAMP)
 	$(PY) benchmarks/postprocess.py

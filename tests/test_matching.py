@@ -79,3 +79,16 @@ def test_batch_helper_equals_per_image() -> None:
     assert out.shape == (3, 4)
     for row, gt in zip(out, gts, strict=True):
         assert row.tolist() == match(gt, PRIORS).tolist()
+
+
+def test_batch_helper_equals_per_image_on_random_crowds() -> None:
+    g = torch.Generator().manual_seed(2)
+    priors = torch.tensor([[x, y, x + 1.0, y + 1.0] for y in range(4) for x in range(4)]) / 4
+    gts = []
+    for n in (0, 1, 3, 6, 6, 2):
+        xy = torch.rand(n, 2, generator=g) * 0.5
+        gts.append(torch.cat([xy, xy + 0.05 + torch.rand(n, 2, generator=g) * 0.4], 1))
+    for threshold in (0.3, 0.5, 1.1):
+        batch = match_batch(gts, priors, threshold)
+        for row, gt in zip(batch, gts, strict=True):
+            assert row.tolist() == match(gt, priors, threshold).tolist()

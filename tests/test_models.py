@@ -21,7 +21,13 @@ def _targets(size: int) -> list[dict[str, torch.Tensor]]:
 
 
 def test_list_and_build_by_name() -> None:
-    assert list_models() == ["ssd300_vgg16", "ssd512_vgg16", "ssd300_vgg16_bn", "ssdlite320_mobilenet_v3"]
+    assert list_models() == [
+        "ssd300_vgg16",
+        "ssd512_vgg16",
+        "ssd300_vgg16_bn",
+        "ssdlite320_mobilenet_v3",
+        "ssd_tiny160",
+    ]
     with pytest.raises(KeyError, match="Did you mean 'ssd300_vgg16'"):
         build("ssd300_vgg19")
 

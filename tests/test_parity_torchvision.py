@@ -46,6 +46,8 @@ def test_same_outputs_as_torchvision(name: str) -> None:
         _randomise(reference)
     ours = build_from_torchvision(reference.state_dict(), name).eval()
     assert ours.num_classes == 20
+    fast_layout = ours.memory_format == torch.channels_last
+    ours.use_channels_last(False)  # compare in the reference's memory layout (same maths, same rounding)
 
     x = torch.randn(2, 3, size, size)  # the same pre-processed input for both
     with torch.no_grad():
@@ -61,6 +63,11 @@ def test_same_outputs_as_torchvision(name: str) -> None:
     torch.testing.assert_close(bbox_regression, expected["bbox_regression"], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(cxcywh_to_xyxy(ours.priors) * size, anchors[0], atol=1e-3, rtol=0)
     assert cls_logits.std() > 0.5  # not degenerate: scores are not all tied
+    if fast_layout:  # the layout our builder picks for speed gives the same outputs up to rounding
+        with torch.no_grad():
+            fast_cls, fast_reg = ours.use_channels_last(True).head_outputs(x)
+        torch.testing.assert_close(fast_cls, cls_logits, atol=1e-3, rtol=1e-3)
+        torch.testing.assert_close(fast_reg, bbox_regression, atol=1e-3, rtol=1e-3)
     for a, b in zip(got, want, strict=True):
         assert a["boxes"].shape[0] > 50
         torch.testing.assert_close(a["boxes"], b["boxes"], atol=1e-3, rtol=0)

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from singleshot import __version__
+from singleshot.config import add_config_flags
 from singleshot.models import build, list_models
 from singleshot.summary import format_summary, summarize
 
@@ -20,6 +21,22 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from singleshot.config import resolve
+    from singleshot.train import train
+
+    config = resolve(args)
+    result = train(config)
+    return 0 if result.global_step > 0 or config.resume else 1
+
+
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    from singleshot.data.inspect import check_data
+
+    print(check_data(args.path, args.train_split, args.val_split, args.classes))
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="singleshot", description="SSD: Single Shot MultiBox Detector")
     parser.add_argument("--version", action="version", version=f"singleshot {__version__}")
@@ -28,6 +45,23 @@ def make_parser() -> argparse.ArgumentParser:
     models.add_argument("model", nargs="*", help=f"models to show (default: all of {', '.join(list_models())})")
     models.add_argument("--num-classes", type=int, default=20, help="object classes (default: 20, VOC)")
     models.set_defaults(func=_cmd_models)
+
+    train = sub.add_parser(
+        "train",
+        help="train a detector (with no --data: on synthetic shapes)",
+        description="Train an SSD. Flags map to the fields of singleshot.config.TrainConfig; "
+        "--config loads a YAML recipe, and flags given after it override it.",
+    )
+    train.add_argument("--config", help="YAML recipe (keys: the flags below, with underscores)")
+    add_config_flags(train)
+    train.set_defaults(func=_cmd_train)
+
+    check = sub.add_parser("check-data", help="read a dataset fully and report problems, class counts, box sizes")
+    check.add_argument("path", help="dataset folder or file (VOC, COCO or YOLO; detected automatically)")
+    check.add_argument("--train-split", default="train")
+    check.add_argument("--val-split", default="val")
+    check.add_argument("--classes", nargs="+", help="class names in label order (default: from the data)")
+    check.set_defaults(func=_cmd_check_data)
     return parser
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from singleshot.boxes import DEFAULT_VARIANCES, cxcywh_to_xyxy, encode
-from singleshot.matching import IOU_THRESHOLD, match
+from singleshot.matching import IOU_THRESHOLD, match_batch, pad_boxes
 
 #: Paper section 2.2: "the ratio between the negatives and positives is at most 3:1".
 NEG_POS_RATIO: int = 3
@@ -81,21 +81,21 @@ class MultiBoxLoss(nn.Module):
         Returns:
             ``labels (B, P)`` int64 with 0 for background, and ``offsets (B, P, 4)`` (zeros where background).
         """
-        priors_xyxy = cxcywh_to_xyxy(priors_cxcywh)
-        labels, offsets = [], []
-        for t in targets:
-            boxes, gt_labels = t["boxes"], t["labels"]
-            matched = match(boxes, priors_xyxy, self.iou_threshold)
-            fg = matched >= 0
-            idx = matched.clamp(min=0)
-            if boxes.numel() == 0:
-                labels.append(torch.zeros_like(matched))
-                offsets.append(torch.zeros_like(priors_cxcywh))
-                continue
-            labels.append(torch.where(fg, gt_labels[idx], torch.zeros_like(matched)))
-            off = encode(boxes[idx], priors_cxcywh, self.variances)
-            offsets.append(torch.where(fg[:, None], off, torch.zeros_like(off)))
-        return torch.stack(labels), torch.stack(offsets)
+        matched = match_batch([t["boxes"] for t in targets], cxcywh_to_xyxy(priors_cxcywh), self.iou_threshold)
+        boxes, _ = pad_boxes([t["boxes"] for t in targets], priors_cxcywh.device)
+        labels = torch.zeros(len(targets), max(boxes.shape[1], 1), dtype=torch.long, device=priors_cxcywh.device)
+        for i, t in enumerate(targets):
+            labels[i, : len(t["labels"])] = t["labels"]
+        fg = matched >= 0
+        idx = matched.clamp(min=0)
+        gt_labels = torch.where(fg, labels.gather(1, idx), torch.zeros_like(matched))
+        if boxes.shape[1] == 0:
+            return gt_labels, torch.zeros(*matched.shape, 4, device=priors_cxcywh.device)
+        gt_boxes = boxes.gather(1, idx[..., None].expand(-1, -1, 4))
+        # background boxes get their prior as "ground truth": finite offsets (zeros), never used
+        prior_xyxy = cxcywh_to_xyxy(priors_cxcywh).expand_as(gt_boxes)
+        offsets = encode(torch.where(fg[..., None], gt_boxes, prior_xyxy), priors_cxcywh, self.variances)
+        return gt_labels, offsets
 
     def forward(
         self,

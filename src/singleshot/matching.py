@@ -117,8 +117,46 @@ def match(gt_xyxy: Tensor, priors_xyxy: Tensor, iou_threshold: float = IOU_THRES
     return matches
 
 
+def pad_boxes(boxes: Sequence[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
+    """``B`` lists of ``(G_b, 4)`` boxes as one ``(B, G, 4)`` tensor (G = max G_b) and its ``(B, G)`` validity mask."""
+    size = max((len(b) for b in boxes), default=0)
+    padded = torch.zeros(len(boxes), size, 4, device=device)
+    valid = torch.zeros(len(boxes), size, dtype=torch.bool, device=device)
+    for i, b in enumerate(boxes):
+        padded[i, : len(b)] = b
+        valid[i, : len(b)] = True
+    return padded, valid
+
+
 def match_batch(gt_xyxy: Sequence[Tensor], priors_xyxy: Tensor, iou_threshold: float = IOU_THRESHOLD) -> Tensor:
-    """:func:`match` for ``B`` images, ``(B, P)`` int64."""
-    if len(gt_xyxy) == 0:
-        return torch.empty((0, priors_xyxy.shape[0]), dtype=torch.long, device=priors_xyxy.device)
-    return torch.stack([match(g, priors_xyxy, iou_threshold) for g in gt_xyxy])
+    """:func:`match` for ``B`` images at once, ``(B, P)`` int64.
+
+    One IoU computation for the whole batch; the bipartite step is a scatter for every image whose ground truths
+    want distinct priors, and falls back to :func:`_bipartite` only for images with a conflict.
+    """
+    batch, num_priors = len(gt_xyxy), priors_xyxy.shape[0]
+    device = priors_xyxy.device
+    boxes, valid = pad_boxes(gt_xyxy, device)
+    if boxes.shape[1] == 0:
+        return torch.full((batch, num_priors), -1, dtype=torch.long, device=device)
+    iou = box_iou(boxes.view(-1, 4), priors_xyxy).view(batch, -1, num_priors)
+    iou = iou.masked_fill(~valid[:, :, None], -1.0)
+    best_iou, best_gt = iou.max(dim=1)  # (B, P)
+    matches = torch.where(best_iou >= iou_threshold, best_gt, torch.full_like(best_gt, -1))
+
+    gt_best_iou, gt_best_prior = iou.max(dim=2)  # (B, G)
+    forced = valid & (gt_best_iou > 0)
+    img, gt = forced.nonzero(as_tuple=True)
+    prior = gt_best_prior[img, gt]
+    key = img * num_priors + prior
+    conflict = torch.zeros(batch, dtype=torch.bool, device=device)
+    if key.numel():
+        uniq, counts = key.unique(return_counts=True)
+        conflict[uniq[counts > 1] // num_priors] = True
+    ok = ~conflict[img]
+    matches[img[ok], prior[ok]] = gt[ok]
+    for b in conflict.nonzero().flatten().tolist():
+        n = int(valid[b].sum())
+        gt_index, prior_index = _bipartite(iou[b, :n])
+        matches[b, prior_index] = gt_index
+    return matches

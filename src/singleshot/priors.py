@@ -13,6 +13,7 @@ Cells are visited in row-major order, layers in the backbone's order. Boxes are 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -177,6 +178,21 @@ class DefaultBoxConfig:
             for k in range(self.num_layers)
         ]
         return torch.cat(layers, dim=0)
+
+    def rescaled(self, image_size: HW, feature_sizes: Sequence[HW]) -> DefaultBoxConfig:
+        """The same design for another input size: box sizes keep their fraction of the image side, and
+        cell centres follow the new feature maps (``steps`` become ``image / feature``)."""
+        if tuple(image_size) == tuple(self.image_size) and tuple(map(tuple, feature_sizes)) == self.feature_sizes:
+            return self
+        factor = min(image_size) / min(self.image_size)
+        return dataclasses.replace(
+            self,
+            image_size=tuple(image_size),
+            feature_sizes=tuple(tuple(f) for f in feature_sizes),
+            min_sizes=tuple(s * factor for s in self.min_sizes),
+            max_sizes=tuple(None if s is None else s * factor for s in self.max_sizes),
+            steps=None,
+        )
 
     @classmethod
     def from_scales(

@@ -77,6 +77,8 @@ class SSD(nn.Module):
         loss: training objective.
         postprocess: inference post-processor.
         name: the builder's name, recorded in exported weights.
+        channels_last: keep weights and activations in channels-last layout (faster for depthwise
+            convolutions on the CPU; see the builders).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class SSD(nn.Module):
         loss: MultiBoxLoss | None = None,
         postprocess: PostProcessor | None = None,
         name: str = "ssd",
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if head.num_logits != num_classes + 1:
@@ -108,6 +111,13 @@ class SSD(nn.Module):
         self.register_buffer("priors", default_boxes.generate(), persistent=False)
         self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(preprocessing.std).view(1, 3, 1, 1), persistent=False)
+        self.memory_format = torch.contiguous_format
+        self.use_channels_last(channels_last)
+
+    def use_channels_last(self, enabled: bool = True) -> SSD:
+        """Switch weights and activations to channels-last (or back); results agree to float rounding."""
+        self.memory_format = torch.channels_last if enabled else torch.contiguous_format
+        return self.to(memory_format=self.memory_format)
 
     # -- stages -------------------------------------------------------------------------------------------
     def normalize(self, images: Sequence[Tensor]) -> Tensor:
@@ -119,7 +129,8 @@ class SSD(nn.Module):
             if tuple(x.shape[-2:]) != size:
                 x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
             batch.append(x)
-        return (torch.stack(batch).to(self.mean.device) - self.mean) / self.std
+        x = (torch.stack(batch).to(self.mean.device) - self.mean) / self.std
+        return x.contiguous(memory_format=self.memory_format)
 
     def head_outputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Raw predictions for a normalised batch ``(B, 3, H_in, W_in)``.

@@ -9,6 +9,7 @@ import difflib
 from collections.abc import Callable
 
 from singleshot.models.mobilenet import SSDLITE320_BOXES, ssdlite320_mobilenet_v3
+from singleshot.models.tiny import ssd_tiny160
 from singleshot.models.vgg import SSD300_BOXES, SSD512_BOXES, ssd300_vgg16, ssd300_vgg16_bn, ssd512_vgg16
 from singleshot.ssd import SSD
 
@@ -17,6 +18,7 @@ MODELS: dict[str, Callable[..., SSD]] = {
     "ssd512_vgg16": ssd512_vgg16,
     "ssd300_vgg16_bn": ssd300_vgg16_bn,
     "ssdlite320_mobilenet_v3": ssdlite320_mobilenet_v3,
+    "ssd_tiny160": ssd_tiny160,
 }
 
 
@@ -44,5 +46,6 @@ __all__ = [
     "ssd300_vgg16",
     "ssd300_vgg16_bn",
     "ssd512_vgg16",
+    "ssd_tiny160",
     "ssdlite320_mobilenet_v3",
 ]

@@ -29,6 +29,13 @@ def dry_run(module: nn.Module, image_size: tuple[int, int]) -> list[Tensor]:
     return list(out)
 
 
+def input_size(image_size: int | tuple[int, int] | None, default: tuple[int, int]) -> tuple[int, int]:
+    """``(H, W)`` from a builder's ``image_size`` argument (an int is a square side; None is ``default``)."""
+    if image_size is None:
+        return default
+    return (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+
+
 def assemble(
     name: str,
     backbone: nn.Module,
@@ -37,16 +44,27 @@ def assemble(
     preprocessing: Preprocessing,
     postprocess: PostProcessor,
     head_norm: NormLayer | None = None,
+    channels_last: bool = False,
 ) -> SSD:
     """Build the head for ``backbone``'s feature maps and put the model together.
 
-    Feature-map sizes and channels come from a dry run of the backbone; the sizes must equal
-    ``default_boxes.feature_sizes`` (for the paper's models, the paper's constants).
+    Feature-map sizes and channels come from a dry run of the backbone at ``preprocessing.image_size``. At the
+    default boxes' own input size the sizes must equal ``default_boxes.feature_sizes`` (for the paper's models,
+    the paper's constants); at another input size the design is rescaled to the dry run's feature maps.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1 (object classes, background excluded), got {num_classes}")
-    features = dry_run(backbone, preprocessing.image_size)
+    try:
+        features = dry_run(backbone, preprocessing.image_size)
+    except RuntimeError as exc:
+        raise ValueError(f"{name} cannot take a {preprocessing.image_size} input: {exc}") from exc
     sizes = tuple((int(f.shape[2]), int(f.shape[3])) for f in features)
+    if len(sizes) != default_boxes.num_layers:
+        raise ValueError(
+            f"{name}: backbone gives {len(sizes)} feature maps, default boxes have {default_boxes.num_layers}"
+        )
+    if tuple(preprocessing.image_size) != tuple(default_boxes.image_size):
+        default_boxes = default_boxes.rescaled(preprocessing.image_size, sizes)
     expected = tuple(tuple(s) for s in default_boxes.feature_sizes)
     if sizes != expected:
         raise ValueError(
@@ -68,4 +86,5 @@ def assemble(
         loss=MultiBoxLoss(),
         postprocess=postprocess,
         name=name,
+        channels_last=channels_last,
     )

@@ -16,7 +16,7 @@ from torchvision.models import mobilenet_v3_large
 from torchvision.models.mobilenetv3 import InvertedResidual
 from torchvision.ops import Conv2dNormActivation
 
-from singleshot.models.common import assemble
+from singleshot.models.common import assemble, input_size
 from singleshot.postprocess import PostProcessor
 from singleshot.priors import DefaultBoxConfig
 from singleshot.ssd import SSD, Preprocessing
@@ -78,6 +78,7 @@ def ssdlite320_mobilenet_v3(
     num_classes: int = 20,
     default_boxes: DefaultBoxConfig = SSDLITE320_BOXES,
     postprocess: PostProcessor | None = None,
+    image_size: int | tuple[int, int] | None = None,
 ) -> SSD:
     """SSDLite320 on MobileNetV3-Large: 320x320 input, 3234 default boxes, inputs scaled to [-1, 1]."""
     return assemble(
@@ -85,8 +86,11 @@ def ssdlite320_mobilenet_v3(
         backbone=MobileNetV3Backbone(reduced_tail=True),
         default_boxes=default_boxes,
         num_classes=num_classes,
-        preprocessing=Preprocessing(default_boxes.image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        preprocessing=Preprocessing(input_size(image_size, default_boxes.image_size), (0.5,) * 3, (0.5,) * 3),
         # torchvision's SSDLite settings: score 0.001, NMS 0.55, 300 candidates per class, 300 per image.
         postprocess=postprocess or PostProcessor(0.001, 0.55, 300, 300),
         head_norm=NORM,
+        # Measured on a 2-core AVX2 CPU: channels-last makes a training step 1.35-1.55x faster here
+        # (depthwise convolutions), while it slows VGG16's dense convolutions down (0.8x).
+        channels_last=True,
     )

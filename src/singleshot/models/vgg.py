@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from singleshot.models.common import assemble
+from singleshot.models.common import assemble, input_size
 from singleshot.postprocess import PostProcessor
 from singleshot.priors import DefaultBoxConfig
 from singleshot.ssd import SSD, Preprocessing
@@ -156,6 +156,7 @@ def _vgg_ssd(
     num_classes: int,
     batch_norm: bool,
     postprocess: PostProcessor | None,
+    image_size: int | tuple[int, int] | None,
 ) -> SSD:
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if batch_norm else (CAFFE_MEAN, CAFFE_STD)
     return assemble(
@@ -163,7 +164,7 @@ def _vgg_ssd(
         backbone=VGGBackbone(extras, batch_norm=batch_norm),
         default_boxes=boxes,
         num_classes=num_classes,
-        preprocessing=Preprocessing(boxes.image_size, mean, std),
+        preprocessing=Preprocessing(input_size(image_size, boxes.image_size), mean, std),
         # The original's test settings: score 0.01, NMS 0.45, 400 candidates per class, 200 per image.
         postprocess=postprocess or PostProcessor(0.01, 0.45, 400, 200),
     )
@@ -173,24 +174,27 @@ def ssd300_vgg16(
     num_classes: int = 20,
     default_boxes: DefaultBoxConfig = SSD300_BOXES,
     postprocess: PostProcessor | None = None,
+    image_size: int | tuple[int, int] | None = None,
 ) -> SSD:
     """SSD300 on VGG16 (the paper's main model): 300x300 input, 8732 default boxes."""
-    return _vgg_ssd("ssd300_vgg16", SSD300_EXTRAS, default_boxes, num_classes, False, postprocess)
+    return _vgg_ssd("ssd300_vgg16", SSD300_EXTRAS, default_boxes, num_classes, False, postprocess, image_size)
 
 
 def ssd512_vgg16(
     num_classes: int = 20,
     default_boxes: DefaultBoxConfig = SSD512_BOXES,
     postprocess: PostProcessor | None = None,
+    image_size: int | tuple[int, int] | None = None,
 ) -> SSD:
     """SSD512 on VGG16: 512x512 input, 24564 default boxes."""
-    return _vgg_ssd("ssd512_vgg16", SSD512_EXTRAS, default_boxes, num_classes, False, postprocess)
+    return _vgg_ssd("ssd512_vgg16", SSD512_EXTRAS, default_boxes, num_classes, False, postprocess, image_size)
 
 
 def ssd300_vgg16_bn(
     num_classes: int = 20,
     default_boxes: DefaultBoxConfig = SSD300_BOXES,
     postprocess: PostProcessor | None = None,
+    image_size: int | tuple[int, int] | None = None,
 ) -> SSD:
     """SSD300 on VGG16 with batch norm throughout, for training from scratch; boxes as SSD300."""
-    return _vgg_ssd("ssd300_vgg16_bn", SSD300_EXTRAS, default_boxes, num_classes, True, postprocess)
+    return _vgg_ssd("ssd300_vgg16_bn", SSD300_EXTRAS, default_boxes, num_classes, True, postprocess, image_size)

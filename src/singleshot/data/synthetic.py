@@ -1,0 +1,157 @@
+"""Synthetic shapes: a seeded, on-the-fly detection dataset that needs no download.
+
+Each image has a textured background (gradients, stripes, checks or blotches, with noise) and 1 to
+``max_objects`` filled shapes -- circles, squares and triangles -- of random colours, whose sides range from
+``min_scale`` to ``max_scale`` of the image side (log-uniform), overlapping each other by at most half of an
+earlier shape. Image ``i`` depends only on ``(seed, i)``, so any subset can be rebuilt anywhere, in any order.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+from PIL import Image, ImageChops, ImageDraw
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from singleshot.boxes import box_iou
+
+CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> Image.Image:
+    """An RGB texture of ``h x w`` pixels: two colours blended by a pattern, plus Gaussian noise."""
+    yy = np.arange(h, dtype=np.float32)[:, None]
+    xx = np.arange(w, dtype=np.float32)[None, :]
+    kind = rng.integers(4)
+    if kind == 0:  # linear gradient
+        angle = rng.uniform(0, 2 * math.pi)
+        t = (xx * math.cos(angle) + yy * math.sin(angle)) / max(h, w)
+        t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    elif kind == 1:  # stripes
+        period = rng.uniform(6, 40)
+        angle = rng.uniform(0, math.pi)
+        t = 0.5 + 0.5 * np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * (2 * math.pi / period))
+    elif kind == 2:  # checks
+        cell = int(rng.integers(8, 48))
+        t = ((xx // cell + yy // cell) % 2).astype(np.float32)
+    else:  # blotches: low-resolution noise, upsampled
+        small = rng.uniform(0, 1, size=(max(2, h // 32), max(2, w // 32))).astype(np.float32)
+        mask = Image.fromarray((small * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)
+    if kind != 3:
+        mask = Image.fromarray((np.broadcast_to(t, (h, w)) * 255).astype(np.uint8))
+    first = Image.new("RGB", (w, h), _colour(rng, 30, 226))
+    second = Image.new("RGB", (w, h), _colour(rng, 30, 226))
+    img = Image.composite(second, first, mask)
+    bank = _noise_bank(h, w)
+    dx, dy = int(rng.integers(w + 1)), int(rng.integers(h + 1))
+    noise = Image.blend(Image.new("L", (w, h), 128), bank.crop((dx, dy, dx + w, dy + h)), float(rng.uniform(0.15, 1)))
+    return ImageChops.add(img, Image.merge("RGB", (noise, noise, noise)), scale=1.0, offset=-128)
+
+
+@functools.cache
+def _noise_bank(h: int, w: int) -> Image.Image:
+    """A fixed ``2h x 2w`` field of Gaussian noise (sigma 14 around 128), cropped at random offsets per image."""
+    field = np.random.default_rng(12345).standard_normal((2 * h, 2 * w), dtype=np.float32) * 14 + 128
+    return Image.fromarray(np.clip(field, 0, 255).astype(np.uint8))
+
+
+def _colour(rng: np.random.Generator, low: int = 0, high: int = 256) -> tuple[int, int, int]:
+    return tuple(int(c) for c in rng.integers(low, high, size=3))  # type: ignore[return-value]
+
+
+def render(seed: int, index: int, size: tuple[int, int], max_objects: int, min_scale: float, max_scale: float):
+    """Image ``index`` of the set with ``seed``: ``(uint8 [3, H, W], boxes (N, 4) xyxy pixels, labels (N,))``."""
+    rng = np.random.default_rng([seed, index])
+    h, w = size
+    canvas = _background(rng, h, w)
+    draw = ImageDraw.Draw(canvas)
+    side_ref = min(h, w)
+    boxes: list[list[float]] = []
+    labels: list[int] = []
+    for _ in range(int(rng.integers(1, max_objects + 1))):
+        for _attempt in range(20):
+            side = side_ref * math.exp(rng.uniform(math.log(min_scale), math.log(max_scale)))
+            bw = side * rng.uniform(0.85, 1.15)
+            bh = side * rng.uniform(0.85, 1.15)
+            if bw >= w - 1 or bh >= h - 1:
+                continue
+            x1 = rng.uniform(0, w - bw)
+            y1 = rng.uniform(0, h - bh)
+            box = [x1, y1, x1 + bw, y1 + bh]
+            if boxes and not _acceptable(box, boxes):
+                continue
+            label = int(rng.integers(len(CLASSES)))
+            fill = _colour(rng)
+            if label == 0:
+                draw.ellipse(box, fill=fill)
+            elif label == 1:
+                draw.rectangle(box, fill=fill)
+            else:
+                draw.polygon([(x1 + bw / 2, y1), (x1 + bw, y1 + bh), (x1, y1 + bh)], fill=fill)
+            boxes.append(box)
+            labels.append(label + 1)
+            break
+    image = torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).contiguous()
+    return image, torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(labels, dtype=torch.int64)
+
+
+def _acceptable(box: list[float], earlier: list[list[float]]) -> bool:
+    """A new shape may cover at most half of any earlier one (and not sit almost exactly on it)."""
+    new = torch.tensor([box])
+    old = torch.tensor(earlier)
+    x1 = torch.maximum(new[:, 0], old[:, 0])
+    y1 = torch.maximum(new[:, 1], old[:, 1])
+    x2 = torch.minimum(new[:, 2], old[:, 2])
+    y2 = torch.minimum(new[:, 3], old[:, 3])
+    inter = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+    old_area = (old[:, 2] - old[:, 0]) * (old[:, 3] - old[:, 1])
+    return bool((inter <= 0.5 * old_area).all() and (box_iou(new, old) < 0.5).all())
+
+
+class SyntheticShapes(Dataset):
+    """``num_images`` synthetic images of ``size`` pixels (see the module docstring).
+
+    Items are ``(image uint8 [3, H, W], {"boxes", "labels", "difficult", "image_id"})`` like every dataset here.
+    """
+
+    classes: tuple[str, ...] = CLASSES
+
+    def __init__(
+        self,
+        num_images: int = 1000,
+        size: int | tuple[int, int] = 320,
+        seed: int = 0,
+        max_objects: int = 6,
+        min_scale: float = 0.08,
+        max_scale: float = 0.8,
+    ) -> None:
+        if num_images < 1:
+            raise ValueError(f"num_images must be >= 1, got {num_images}")
+        if not 0 < min_scale <= max_scale < 1:
+            raise ValueError(f"need 0 < min_scale <= max_scale < 1, got {min_scale}, {max_scale}")
+        self.num_images = num_images
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        self.seed = seed
+        self.max_objects = max_objects
+        self.min_scale = min_scale
+        self.max_scale = max_scale
+        self.root = f"synthetic:shapes(seed={seed}, n={num_images})"
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        if not 0 <= index < self.num_images:
+            raise IndexError(index)
+        image, boxes, labels = render(self.seed, index, self.size, self.max_objects, self.min_scale, self.max_scale)
+        target = {
+            "boxes": boxes,
+            "labels": labels,
+            "difficult": torch.zeros(len(labels), dtype=torch.bool),
+            "image_id": torch.tensor(index),
+        }
+        return image, target

@@ -1,0 +1,77 @@
+"""SSD data augmentation (paper sections 2.2 "Data augmentation" and 3.6), on ``torchvision.transforms.v2``.
+
+Presets, applied to ``(image uint8 [3, H, W], target)`` pairs with boxes in xyxy pixels:
+
+* ``ssd``: photometric distortion, zoom-out (expand up to 4x, filled with the mean colour; "zoom out" of
+  section 3.6), a random crop whose IoU with some object is at least one of {0.1, 0.3, 0.5, 0.7, 0.9} or the
+  whole image (section 2.2), horizontal flip, resize to the model's input size;
+* ``ssdlite``: crop and flip only (torchvision's SSDLite recipe: a small model under-fits heavy augmentation);
+* ``eval``: resize only.
+
+Boxes that the crop leaves smaller than 1 pixel are dropped together with their labels and ``difficult`` flags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torchvision.transforms.v2 as T
+from torch import Tensor
+from torchvision import tv_tensors
+
+Target = dict[str, Tensor]
+PRESETS = ("ssd", "ssdlite", "eval")
+
+
+def _labels(inputs: tuple) -> tuple[Tensor, ...]:
+    target = inputs[1]
+    return tuple(target[k] for k in ("labels", "difficult") if k in target)
+
+
+class DetectionTransform:
+    """Applies a ``transforms.v2`` pipeline to ``(image, target)`` and returns plain tensors again."""
+
+    def __init__(self, transforms: Sequence[Callable]) -> None:
+        self.pipeline = T.Compose([*transforms, T.SanitizeBoundingBoxes(min_size=1.0, labels_getter=_labels)])
+
+    def __call__(self, image: Tensor, target: Target) -> tuple[Tensor, Target]:
+        h, w = image.shape[-2:]
+        wrapped = dict(target)
+        wrapped["boxes"] = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(h, w))
+        image, out = self.pipeline(tv_tensors.Image(image), wrapped)
+        out = {k: v.as_subclass(Tensor) if isinstance(v, Tensor) else v for k, v in out.items()}
+        return image.as_subclass(Tensor), out
+
+
+def build_transforms(
+    preset: str, image_size: tuple[int, int], fill: Sequence[int] = (123, 117, 104)
+) -> DetectionTransform:
+    """The augmentation ``preset`` (see the module docstring) ending at ``image_size`` ``(H, W)``.
+
+    Args:
+        fill: zoom-out fill colour, uint8 RGB (default: the ImageNet mean, as the original).
+    """
+    resize = T.Resize(image_size, antialias=True)
+    if preset == "eval":
+        return DetectionTransform([resize])
+    crop_and_flip = [T.RandomIoUCrop(), T.RandomHorizontalFlip(p=0.5)]
+    if preset == "ssdlite":
+        return DetectionTransform([*crop_and_flip, resize])
+    if preset == "ssd":
+        return DetectionTransform(
+            [
+                T.RandomPhotometricDistort(p=0.5),
+                T.RandomZoomOut(fill={tv_tensors.Image: list(fill), "others": 0}, side_range=(1.0, 4.0), p=0.5),
+                *crop_and_flip,
+                resize,
+            ]
+        )
+    raise ValueError(f"unknown augmentation preset '{preset}'; choose one of {', '.join(PRESETS)}")
+
+
+def seeded(index_seed: int, fn: Callable[[], tuple[Tensor, Target]]) -> tuple[Tensor, Target]:
+    """Run ``fn`` with torch's global RNG seeded by ``index_seed``, leaving the caller's RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(index_seed)
+        return fn()

@@ -1,0 +1,77 @@
+"""PyTorch DDP plumbing for ``torchrun``: process group, device, rank-0 helpers."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group ``torchrun`` describes in the environment (NCCL on GPUs, gloo on CPU).
+
+    Without ``WORLD_SIZE`` > 1 in the environment this is a single process and nothing is initialised.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and not device.startswith("cpu")
+    if not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
+
+
+def resolve_device(requested: str, info: DistInfo) -> torch.device:
+    """``auto`` is the local rank's GPU when there is one, else the CPU."""
+    if requested == "auto":
+        return torch.device(f"cuda:{info.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{requested}' requested but CUDA is not available")
+    if device.type == "cuda" and info.enabled:
+        return torch.device(f"cuda:{info.local_rank}")
+    return device
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo, include_parameters: bool = False) -> None:
+    """Copy rank 0's buffers (batch-norm statistics), and optionally parameters, to every rank.
+
+    DDP keeps parameters identical and broadcasts buffers at the start of each forward, but the statistics that
+    the last forward of an epoch updated differ per rank until then; call this before evaluating or saving.
+    """
+    if not info.enabled:
+        return
+    tensors = list(module.buffers()) + (list(module.parameters()) if include_parameters else [])
+    for t in tensors:
+        dist.broadcast(t.data, src=0)

@@ -1,0 +1,49 @@
+import argparse
+
+import pytest
+
+from singleshot.config import TrainConfig, add_config_flags, resolve
+
+
+def _parse(*argv: str) -> TrainConfig:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    add_config_flags(parser)
+    return resolve(parser.parse_args(list(argv)))
+
+
+def test_unknown_key_gets_a_did_you_mean(tmp_path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("epochs: 3\nlearning_rate: 0.1\nbatch_size: 4\n")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) 'learning_rate', 'batch_size' \(did you mean 'batch'\?\)"):
+        TrainConfig.from_yaml(recipe)
+    recipe.write_text("epochz: 3\n")
+    with pytest.raises(ValueError, match=r"'epochz' \(did you mean 'epochs'\?\)"):
+        TrainConfig.from_yaml(recipe)
+
+
+def test_types_are_checked() -> None:
+    with pytest.raises(ValueError, match="'epochs' must be int, got '3'"):
+        TrainConfig.from_dict({"epochs": "3"})
+    with pytest.raises(ValueError, match="'schedule' must be one of 'cosine', 'multistep'"):
+        TrainConfig.from_dict({"schedule": "linear"})
+    with pytest.raises(ValueError, match="invalid training config: batch=0"):
+        TrainConfig.from_dict({"batch": 0})
+    assert TrainConfig.from_dict({"lr": 1}).lr == 1.0
+
+
+def test_defaults_then_yaml_then_flags(tmp_path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("epochs: 3\nbatch: 4\nmilestones: [0.5, 0.75]\nema: false\n")
+    config = _parse("--config", str(recipe), "--batch", "8", "--schedule", "multistep", "--no-exist-ok")
+    assert (config.epochs, config.batch, config.schedule, config.milestones, config.ema) == (
+        3, 8, "multistep", [0.5, 0.75], False,
+    )  # fmt: skip
+    assert config.lr == TrainConfig().lr
+    assert _parse("--ema", "--classes", "a", "b").classes == ["a", "b"]
+
+
+def test_config_round_trips_through_yaml(tmp_path) -> None:
+    config = TrainConfig(epochs=7, classes=["x"], imgsz=256)
+    config.save_yaml(tmp_path / "c.yaml")
+    assert TrainConfig.from_yaml(tmp_path / "c.yaml") == config

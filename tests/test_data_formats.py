@@ -1,0 +1,225 @@
+"""Dataset readers and the bad-input rules, on small datasets written by the tests themselves."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from singleshot.data.formats import detect_format, open_dataset
+from singleshot.data.images import ImageError, read_image
+
+
+def _rgb(w: int = 80, h: int = 60, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+def _xml(objects: str, w: int = 80, h: int = 60) -> str:
+    return f"<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size>{objects}</annotation>"
+
+
+def _obj(name: str, box: tuple, difficult: int = 0) -> str:
+    x1, y1, x2, y2 = box
+    return (
+        f"<object><name>{name}</name><difficult>{difficult}</difficult>"
+        f"<bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+    )
+
+
+GOOD = _obj("cat", (10, 10, 40, 40)) + _obj("dog", (20, 5, 70, 50))
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """A VOC devkit folder with one file for every bad-input case (all in the train split)."""
+    root = tmp_path / "VOC"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    img, ann = root / "JPEGImages", root / "Annotations"
+    cases: dict[str, str] = {}
+
+    def add(stem: str, xml: str | None, write_image) -> None:
+        write_image(img)
+        if xml is not None:
+            (ann / f"{stem}.xml").write_text(xml)
+        cases[stem] = xml or ""
+
+    add("good", _xml(GOOD), lambda d: _rgb().save(d / "good.jpg"))
+    add("empty", _xml(GOOD), lambda d: (d / "empty.jpg").write_bytes(b""))
+    add("garbage", _xml(GOOD), lambda d: (d / "garbage.jpg").write_bytes(b"this is not a jpeg" * 20))
+    _rgb(seed=1).save(tmp_path / "full.jpg")
+    data = (tmp_path / "full.jpg").read_bytes()
+    add("truncated", _xml(GOOD), lambda d: (d / "truncated.jpg").write_bytes(data[: len(data) // 2]))
+    add("gray", _xml(GOOD), lambda d: _rgb().convert("L").save(d / "gray.png"))
+    add("rgba", _xml(GOOD), lambda d: _rgb().convert("RGBA").save(d / "rgba.png"))
+    add("cmyk", _xml(GOOD), lambda d: _rgb().convert("CMYK").save(d / "cmyk.jpg"))
+    deep = (np.arange(60 * 80).reshape(60, 80) * 13 % 65536).astype(np.uint16)
+    add("sixteen", _xml(GOOD), lambda d: Image.fromarray(deep).save(d / "sixteen.png"))
+
+    def exif_image(d: Path) -> None:  # stored 80x60, displayed (orientation 6) as 60x80
+        im = _rgb()
+        exif = im.getexif()
+        exif[0x0112] = 6
+        im.save(d / "exif.jpg", exif=exif)
+
+    add("exif", _xml(_obj("cat", (5, 5, 30, 70)), w=60, h=80), exif_image)
+    add("bomb", _xml(GOOD), lambda d: Image.new("L", (12000, 9000)).save(d / "bomb.png"))
+    add("nobndbox", _xml("<object><name>cat</name></object>" + GOOD), lambda d: _rgb().save(d / "nobndbox.jpg"))
+    add("nonnumeric", _xml(_obj("cat", ("a", 1, 20, 20)) + GOOD), lambda d: _rgb().save(d / "nonnumeric.jpg"))
+    add("inverted", _xml(_obj("cat", (40, 40, 10, 10))), lambda d: _rgb().save(d / "inverted.jpg"))
+    add("zeroarea", _xml(_obj("cat", (10, 10, 10, 30)) + GOOD), lambda d: _rgb().save(d / "zeroarea.jpg"))
+    add(
+        "outside",
+        _xml(_obj("cat", (-10, 50, 100, 90)) + _obj("dog", (90, 70, 120, 99))),
+        lambda d: _rgb().save(d / "outside.jpg"),
+    )
+    add("unknown", _xml(_obj("zebra", (1, 1, 20, 20)) + GOOD), lambda d: _rgb().save(d / "unknown.jpg"))
+    add("noobjects", _xml(""), lambda d: _rgb().save(d / "noobjects.jpg"))
+    add("badxml", "<annotation><object>", lambda d: _rgb().save(d / "badxml.jpg"))
+    (root / "ImageSets" / "Main" / "train.txt").write_text("\n".join(cases))
+    (root / "ImageSets" / "Main" / "val.txt").write_text("good\n")
+    return root
+
+
+def test_every_bad_input_case_has_its_outcome(corpus: Path) -> None:
+    bundle = open_dataset(corpus, classes=["cat", "dog"])
+    train = bundle.train
+    report = bundle.report
+    stems = [p.stem for p, _, _ in train.items]
+    # skipped at load time, each with its reason
+    for stem in ("empty", "garbage", "bomb", "badxml"):
+        assert stem not in stems
+    assert report.counts["image skipped: empty file (0 bytes)"][0].endswith("empty.jpg")
+    assert report.counts["image skipped: not a readable image"][0].endswith("garbage.jpg")
+    assert report.counts["image skipped: decompression bomb (over 100000000 pixels)"][0].endswith("bomb.png")
+    assert report.counts["image skipped: annotation file unreadable"][0].endswith("badxml.xml")
+    # conversions, counted
+    assert report.total("grayscale/palette image converted to RGB") == 1
+    assert report.total("RGBA image: alpha dropped") == 1
+    assert report.total("CMYK image converted to RGB") == 1
+    assert report.total("16-bit image scaled to 8 bits") == 1
+    # annotation fixes
+    assert report.total("object without <bndbox> dropped") == 1
+    assert report.total("object with non-numeric box values dropped") == 1
+    assert report.total("inverted box corners swapped") == 1
+    assert report.total("zero-area box dropped") == 1
+    assert report.total("box outside the image dropped") == 1
+    assert report.total("box clipped to the image") == 1
+    assert report.total("object of unknown class 'zebra' dropped") == 1
+    assert report.total("image without objects (kept as background)") == 1
+
+    def item(stem: str):
+        return train[stems.index(stem)]
+
+    image, target = item("inverted")
+    assert target["boxes"].tolist() == [[10.0, 10.0, 40.0, 40.0]]
+    _, target = item("outside")
+    assert target["boxes"].tolist() == [[0.0, 50.0, 80.0, 60.0]]  # clipped; the other box was fully outside
+    _, target = item("nobndbox")
+    assert target["labels"].tolist() == [1, 2]
+    _, target = item("noobjects")
+    assert target["boxes"].shape == (0, 4)
+    for stem in ("gray", "rgba", "cmyk", "sixteen"):
+        image, _ = item(stem)
+        assert image.shape == (3, 60, 80) and image.dtype == torch.uint8
+    image, target = item("sixteen")
+    assert image.max() > 0 and image.max() <= 255
+    image, target = item("exif")  # rotated to 60 wide x 80 high, the frame of its annotation
+    assert image.shape == (3, 80, 60)
+    assert target["boxes"].tolist() == [[5.0, 5.0, 30.0, 70.0]]
+    assert report.total("EXIF orientation applied") == 1
+
+
+def test_truncated_image_is_replaced_and_counted_not_a_crash(corpus: Path) -> None:
+    bundle = open_dataset(corpus, classes=["cat", "dog"])
+    stems = [p.stem for p, _, _ in bundle.train.items]
+    i = stems.index("truncated")
+    with pytest.warns(UserWarning, match="truncated.jpg"):
+        _image, target = bundle.train[i]
+    assert target["image_id"].item() == (i + 1) % len(stems)  # the next image stands in
+    assert bundle.report.total("image unreadable when decoded (replaced by the next one)") == 1
+    with pytest.raises(ImageError, match=r"truncated\.jpg: corrupt or truncated"):
+        read_image(corpus / "JPEGImages" / "truncated.jpg")
+
+
+def test_class_names_from_the_data(corpus: Path) -> None:
+    bundle = open_dataset(corpus)
+    assert bundle.class_names == ["cat", "dog", "zebra"]  # sorted names found in the annotations
+    assert bundle.val[0][1]["labels"].tolist() == [1, 2]
+
+
+def test_difficult_is_kept(tmp_path: Path) -> None:
+    root = tmp_path / "plain"
+    root.mkdir()
+    for i in range(30):
+        _rgb(seed=i).save(root / f"img{i}.jpg")
+        (root / f"img{i}.xml").write_text(_xml(_obj("cat", (10, 10, 40, 40), difficult=1) + _obj("dog", (1, 1, 9, 9))))
+    assert detect_format(root) == "voc"
+    bundle = open_dataset(root)
+    assert len(bundle.train) + len(bundle.val) == 30 and len(bundle.val) >= 1
+    _, target = bundle.train[0]
+    assert target["difficult"].tolist() == [True, False]
+
+
+def test_coco_reader(tmp_path: Path) -> None:
+    root = tmp_path / "coco"
+    for split in ("train2017", "val2017"):
+        (root / split).mkdir(parents=True)
+        _rgb().save(root / split / "a.jpg")
+    (root / "annotations").mkdir()
+    for split in ("train2017", "val2017"):
+        data = {
+            "images": [{"id": 7, "file_name": "a.jpg", "width": 80, "height": 60}],
+            "categories": [{"id": 18, "name": "dog"}, {"id": 3, "name": "car"}],
+            "annotations": [
+                {"id": 1, "image_id": 7, "category_id": 18, "bbox": [10, 20, 30, 15], "iscrowd": 0},
+                {"id": 2, "image_id": 7, "category_id": 3, "bbox": [0, 0, 5, 5], "iscrowd": 1},
+            ],
+        }
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    assert detect_format(root) == "coco"
+    bundle = open_dataset(root)
+    assert bundle.class_names == ["car", "dog"]  # by category id
+    _, target = bundle.train[0]
+    assert target["boxes"].tolist() == [[10.0, 20.0, 40.0, 35.0], [0.0, 0.0, 5.0, 5.0]]
+    assert target["labels"].tolist() == [2, 1]
+    assert target["difficult"].tolist() == [False, True]  # crowd: not trained on, ignored by evaluation
+
+
+def test_yolo_reader(tmp_path: Path) -> None:
+    root = tmp_path / "yolo"
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        _rgb().save(root / "images" / split / "a.jpg")
+        (root / "labels" / split / "a.txt").write_text("1 0.5 0.5 0.25 0.5\n0 0.1 x 0.1 0.1\n7 0.5 0.5 0.1 0.1\n")
+    (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: {0: person, 1: bike}\n")
+    assert detect_format(root) == "yolo"
+    bundle = open_dataset(root)
+    assert bundle.class_names == ["person", "bike"]
+    _, target = bundle.train[0]
+    assert target["boxes"].tolist() == [[30.0, 15.0, 50.0, 45.0]]
+    assert target["labels"].tolist() == [2]
+    assert bundle.report.total("label line with missing or non-numeric values dropped") == 2
+    assert bundle.report.total("object of unknown class 7 dropped") == 2
+
+
+def test_unknown_layout_names_the_path(tmp_path: Path) -> None:
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match=r"stuff: not a dataset layout"):
+        open_dataset(tmp_path / "stuff")
+    with pytest.raises(FileNotFoundError, match="dataset path not found"):
+        open_dataset(tmp_path / "missing")
+
+
+def test_bccd(bccd: Path) -> None:
+    bundle = open_dataset(bccd)
+    assert bundle.class_names == ["Platelets", "RBC", "WBC"]
+    assert len(bundle.train) > 150 and len(bundle.val) > 50
+    image, target = bundle.train[0]
+    assert image.shape == (3, 480, 640)
+    assert (target["boxes"][:, 2] <= 640).all() and (target["boxes"][:, 3] <= 480).all()
