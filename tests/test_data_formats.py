@@ -223,3 +223,19 @@ def test_bccd(bccd: Path) -> None:
     image, target = bundle.train[0]
     assert image.shape == (3, 480, 640)
     assert (target["boxes"][:, 2] <= 640).all() and (target["boxes"][:, 3] <= 480).all()
+
+
+def test_training_view_drops_difficult_objects(tmp_path: Path) -> None:
+    from singleshot.data.loader import Augmented
+    from singleshot.data.transforms import build_transforms
+
+    root = tmp_path / "plain"
+    root.mkdir()
+    for i in range(30):
+        _rgb(seed=i).save(root / f"img{i}.jpg")
+        (root / f"img{i}.xml").write_text(_xml(_obj("cat", (10, 10, 40, 40), difficult=1) + _obj("dog", (1, 1, 9, 9))))
+    bundle = open_dataset(root)
+    _, target = Augmented(bundle.train, build_transforms("eval", (60, 80)))[0]
+    assert target["labels"].tolist() == [2] and target["difficult"].tolist() == [False]
+    _, kept = Augmented(bundle.train, build_transforms("eval", (60, 80)), keep_difficult=True)[0]
+    assert kept["labels"].tolist() == [1, 2]

@@ -23,11 +23,19 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from singleshot.config import resolve
-    from singleshot.train import train
+    from singleshot.engine import NonFiniteLossError
+    from singleshot.train import TerminatedError, train
 
     config = resolve(args)
-    result = train(config)
-    return 0 if result.global_step > 0 or config.resume else 1
+    try:
+        train(config)
+    except NonFiniteLossError as exc:
+        print(f"singleshot train: stopped: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, TerminatedError):
+        print("singleshot train: interrupted; resume with --resume <run folder>", file=sys.stderr)
+        return 130
+    return 0
 
 
 def _cmd_check_data(args: argparse.Namespace) -> int:

@@ -14,12 +14,19 @@ from singleshot.data.transforms import DetectionTransform, Target, seeded
 
 class Augmented(Dataset):
     """``dataset`` seen through ``transform``; sample ``i`` of epoch ``e`` is augmented with a seed derived from
-    ``(seed, e, i)`` only, so a resumed run and any number of loader workers see exactly the same batches."""
+    ``(seed, e, i)`` only, so a resumed run and any number of loader workers see exactly the same batches.
 
-    def __init__(self, dataset: Dataset, transform: DetectionTransform, seed: int = 0) -> None:
+    ``difficult`` objects (and COCO crowd regions) are removed unless ``keep_difficult``: SSD does not train on
+    them, and evaluation ignores them.
+    """
+
+    def __init__(
+        self, dataset: Dataset, transform: DetectionTransform, seed: int = 0, keep_difficult: bool = False
+    ) -> None:
         self.dataset = dataset
         self.transform = transform
         self.seed = seed
+        self.keep_difficult = keep_difficult
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -30,6 +37,14 @@ class Augmented(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
         image, target = self.dataset[index]
+        if not self.keep_difficult and "difficult" in target and bool(target["difficult"].any()):
+            keep = ~target["difficult"]
+            target = {
+                **target,
+                "boxes": target["boxes"][keep],
+                "labels": target["labels"][keep],
+                "difficult": target["difficult"][keep],
+            }
         key = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
         return seeded(key % (2**63), lambda: self.transform(image, target))
 
