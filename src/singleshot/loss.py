@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from singleshot.boxes import DEFAULT_VARIANCES, cxcywh_to_xyxy, encode
-from singleshot.matching import IOU_THRESHOLD, match_batch, pad_boxes
+from singleshot.matching import IOU_THRESHOLD, match_padded, pad_boxes
 
 #: Paper section 2.2: "the ratio between the negatives and positives is at most 3:1".
 NEG_POS_RATIO: int = 3
@@ -81,8 +81,8 @@ class MultiBoxLoss(nn.Module):
         Returns:
             ``labels (B, P)`` int64 with 0 for background, and ``offsets (B, P, 4)`` (zeros where background).
         """
-        matched = match_batch([t["boxes"] for t in targets], cxcywh_to_xyxy(priors_cxcywh), self.iou_threshold)
-        boxes, _ = pad_boxes([t["boxes"] for t in targets], priors_cxcywh.device)
+        boxes, valid = pad_boxes([t["boxes"] for t in targets], priors_cxcywh.device)
+        matched = match_padded(boxes, valid, cxcywh_to_xyxy(priors_cxcywh), self.iou_threshold)
         labels = torch.zeros(len(targets), max(boxes.shape[1], 1), dtype=torch.long, device=priors_cxcywh.device)
         for i, t in enumerate(targets):
             labels[i, : len(t["labels"])] = t["labels"]

@@ -129,14 +129,18 @@ def pad_boxes(boxes: Sequence[Tensor], device: torch.device) -> tuple[Tensor, Te
 
 
 def match_batch(gt_xyxy: Sequence[Tensor], priors_xyxy: Tensor, iou_threshold: float = IOU_THRESHOLD) -> Tensor:
-    """:func:`match` for ``B`` images at once, ``(B, P)`` int64.
+    """:func:`match` for ``B`` images at once, ``(B, P)`` int64."""
+    return match_padded(*pad_boxes(gt_xyxy, priors_xyxy.device), priors_xyxy, iou_threshold)
+
+
+def match_padded(boxes: Tensor, valid: Tensor, priors_xyxy: Tensor, iou_threshold: float = IOU_THRESHOLD) -> Tensor:
+    """:func:`match_batch` on ground truth already padded by :func:`pad_boxes` (``(B, G, 4)`` and ``(B, G)``).
 
     One IoU computation for the whole batch; the bipartite step is a scatter for every image whose ground truths
     want distinct priors, and falls back to :func:`_bipartite` only for images with a conflict.
     """
-    batch, num_priors = len(gt_xyxy), priors_xyxy.shape[0]
+    batch, num_priors = boxes.shape[0], priors_xyxy.shape[0]
     device = priors_xyxy.device
-    boxes, valid = pad_boxes(gt_xyxy, device)
     if boxes.shape[1] == 0:
         return torch.full((batch, num_priors), -1, dtype=torch.long, device=device)
     iou = box_iou(boxes.view(-1, 4), priors_xyxy).view(batch, -1, num_priors)

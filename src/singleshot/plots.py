@@ -6,7 +6,6 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from PIL import Image
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, make_grid
@@ -82,13 +81,3 @@ def plot_results(metrics_csv: str | Path, out_path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
-
-
-def stack_images(images: Sequence[Tensor]) -> Tensor:
-    """Images of different sizes padded to the largest and stacked (for TensorBoard)."""
-    h = max(im.shape[1] for im in images)
-    w = max(im.shape[2] for im in images)
-    out = torch.zeros(len(images), 3, h, w, dtype=torch.uint8)
-    for i, im in enumerate(images):
-        out[i, :, : im.shape[1], : im.shape[2]] = im
-    return out

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
 
 from singleshot.checkpoint import load_checkpoint, read_weights, save_checkpoint, save_weights
 from singleshot.config import TrainConfig
@@ -208,6 +209,7 @@ class Run:
             self.net = DistributedDataParallel(self.net, device_ids=ids)
 
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.tensorboard: SummaryWriter | None = None  # rank 0 opens it in start_folder
         self.best_map50 = -1.0
         if state is not None:
             self._restore(state)
@@ -270,6 +272,7 @@ class Run:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "weights").mkdir(exist_ok=True)
         self.config.save_yaml(self.run_dir / "config.yaml")
+        self.tensorboard = SummaryWriter(str(self.run_dir))
         if not (self.run_dir / "train_batch.jpg").exists():
             first = self.sampler.indices()[: min(8, self.config.batch)]
             samples = [self.train_view[i] for i in first]
@@ -280,7 +283,7 @@ class Run:
         self, epoch: int, stats_losses: dict[str, float], map50: float | None, ips: float, seconds: float
     ) -> None:
         """Append epoch ``epoch`` (1-based) to metrics.csv and TensorBoard, and redraw results.png."""
-        if not self.dist.is_main:
+        if not self.dist.is_main or self.tensorboard is None:
             return
         path = self.run_dir / "metrics.csv"
         row = {
@@ -299,14 +302,16 @@ class Run:
                 writer.writeheader()
             writer.writerow(row)
         plot_results(path, self.run_dir / "results.png")
-        writer_tb = _tensorboard(self.run_dir)
-        if writer_tb is not None:
-            for k, v in stats_losses.items():
-                writer_tb.add_scalar(f"train/{k}", v, epoch)
-            writer_tb.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], epoch)
-            if map50 is not None:
-                writer_tb.add_scalar("val/map50", map50, epoch)
-            writer_tb.flush()
+        for k, v in stats_losses.items():
+            self.tensorboard.add_scalar(f"train/{k}", v, epoch)
+        self.tensorboard.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], epoch)
+        if map50 is not None:
+            self.tensorboard.add_scalar("val/map50", map50, epoch)
+        self.tensorboard.flush()
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
     def write_predictions(self) -> None:
         if not self.dist.is_main or self.config.predict_images <= 0:
@@ -322,21 +327,6 @@ class Run:
             save_image(pair, out / f"val_{i:03d}.jpg")
 
 
-_TB_WRITERS: dict[Path, Any] = {}
-
-
-def _tensorboard(run_dir: Path):
-    """One SummaryWriter per run folder (None if TensorBoard is not installed)."""
-    if run_dir not in _TB_WRITERS:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # pragma: no cover - tensorboard is a dependency
-            _TB_WRITERS[run_dir] = None
-        else:
-            _TB_WRITERS[run_dir] = SummaryWriter(str(run_dir))
-    return _TB_WRITERS[run_dir]
-
-
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Run a training (single process, or one rank under ``torchrun``). See the module docstring."""
     config.validate()
@@ -348,9 +338,13 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
     if dist_info.is_main and previous in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, on_sigterm)
+    run = None
     try:
-        return _train(Run(config, dist_info), progress)
+        run = Run(config, dist_info)
+        return _train(run, progress)
     finally:
+        if run is not None:
+            run.close()
         if dist_info.is_main and previous in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, previous)
         shutdown(dist_info)

@@ -184,9 +184,8 @@ def _voc_records(pairs: list[tuple[Path, Path]], classes: list[str] | None, repo
     for image, xml in pairs:
         try:
             parsed.append((image, xml, *parse_voc_xml(xml, report)))
-        except (ET.ParseError, OSError) as exc:
+        except (ET.ParseError, OSError):
             report.add("image skipped: annotation file unreadable", xml)
-            del exc
     names = classes or sorted({name for _, _, objects, _ in parsed for name, _, _ in objects})
     index = {n: i + 1 for i, n in enumerate(names)}
     records = []
