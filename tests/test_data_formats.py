@@ -187,6 +187,20 @@ def test_coco_reader(tmp_path: Path) -> None:
     assert target["boxes"].tolist() == [[10.0, 20.0, 40.0, 35.0], [0.0, 0.0, 5.0, 5.0]]
     assert target["labels"].tolist() == [2, 1]
     assert target["difficult"].tolist() == [False, True]  # crowd: not trained on, ignored by evaluation
+    # the file's own ids, for writing results: image 7; labels 1, 2 are categories 3 (car), 18 (dog)
+    assert bundle.val.image_ids == [7] and bundle.val.category_ids == [3, 18]
+    assert not bundle.val.pixel_indices
+
+
+def test_open_split_reads_one_split_once(corpus: Path) -> None:
+    from singleshot.data.formats import open_split
+
+    dataset, report = open_split(corpus, "train", ["cat", "dog"])
+    both = open_dataset(corpus, classes=["cat", "dog"])
+    assert len(dataset) == len(both.train)
+    assert report.total("inverted box corners swapped") == 1  # counted once, not once per opened split
+    assert dataset.pixel_indices  # VOC boxes are inclusive pixel indices
+    assert dataset.image_ids == list(range(len(dataset)))
 
 
 def test_yolo_reader(tmp_path: Path) -> None:

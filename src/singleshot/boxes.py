@@ -4,6 +4,7 @@ Formats, named in every function:
 
 * ``xyxy``   -- corners ``(x1, y1, x2, y2)``; what the pipeline carries (pixels, or normalised to [0, 1]).
 * ``cxcywh`` -- centre and size ``(cx, cy, w, h)``; default boxes and regression targets only.
+* ``xywh``   -- top-left corner and size ``(x, y, w, h)``; COCO files only (annotations and results).
 
 The SSD box coder (paper eq. 2) regresses offsets of a ground-truth box ``g`` from a default box ``d``::
 
@@ -41,9 +42,26 @@ def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
     return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
 
 
+def xyxy_to_xywh(boxes: Tensor) -> Tensor:
+    """Convert ``(..., 4)`` xyxy boxes to COCO's xywh."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack((x1, y1, x2 - x1, y2 - y1), dim=-1)
+
+
 def box_iou(boxes1_xyxy: Tensor, boxes2_xyxy: Tensor) -> Tensor:
     """Pairwise IoU of ``(N, 4)`` and ``(M, 4)`` xyxy boxes, shape ``(N, M)`` (torchvision's kernel)."""
     return _tv_box_iou(boxes1_xyxy, boxes2_xyxy)
+
+
+def box_iou_pixel_indices(boxes1_xyxy: Tensor, boxes2_xyxy: Tensor) -> Tensor:
+    """Pairwise IoU of ``(N, 4)`` and ``(M, 4)`` xyxy boxes given as inclusive pixel indices (the Pascal VOC
+    devkit's convention: a box spans ``x2 - x1 + 1`` pixels), shape ``(N, M)``."""
+    lt = torch.maximum(boxes1_xyxy[:, None, :2], boxes2_xyxy[None, :, :2])
+    rb = torch.minimum(boxes1_xyxy[:, None, 2:], boxes2_xyxy[None, :, 2:])
+    inter = (rb - lt + 1).clamp(min=0).prod(dim=-1)
+    area1 = ((boxes1_xyxy[:, 2:] - boxes1_xyxy[:, :2] + 1).clamp(min=0)).prod(dim=-1)
+    area2 = ((boxes2_xyxy[:, 2:] - boxes2_xyxy[:, :2] + 1).clamp(min=0)).prod(dim=-1)
+    return inter / (area1[:, None] + area2[None, :] - inter)
 
 
 def box_area(boxes_xyxy: Tensor) -> Tensor:

@@ -45,6 +45,28 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_val(args: argparse.Namespace) -> int:
+    from singleshot.val import validate
+
+    validate(
+        args.weights,
+        data=args.data,
+        split=args.split,
+        batch=args.batch,
+        workers=args.workers,
+        device=args.device,
+        conf=args.conf,
+        iou=args.iou,
+        images=args.images,
+        coco=not args.no_coco,
+        synthetic=args.synthetic,
+        project=args.project,
+        name=args.name,
+        exist_ok=args.exist_ok,
+    )
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="singleshot", description="SSD: Single Shot MultiBox Detector")
     parser.add_argument("--version", action="version", version=f"singleshot {__version__}")
@@ -63,6 +85,28 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="YAML recipe (keys: the flags below, with underscores)")
     add_config_flags(train)
     train.set_defaults(func=_cmd_train)
+
+    val = sub.add_parser(
+        "val",
+        help="evaluate weights on a dataset split: VOC and COCO metrics, PR curves, confusion matrix",
+        description="Evaluate trained weights; writes metrics.json, predictions.json (COCO results), "
+        "pr_curve.png, confusion_matrix.png and side-by-side images to runs/val/<name>.",
+    )
+    val.add_argument("--weights", required=True, help=".safetensors weights written by singleshot train")
+    val.add_argument("--data", help="dataset folder or file (default: held-out synthetic shapes)")
+    val.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    val.add_argument("--batch", type=int, default=16)
+    val.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    val.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    val.add_argument("--conf", type=float, default=0.25, help="score for the confusion matrix and drawings")
+    val.add_argument("--iou", type=float, default=0.5, help="IoU for pairing in the confusion matrix")
+    val.add_argument("--images", type=int, default=8, help="images drawn with predictions and ground truth")
+    val.add_argument("--no-coco", action="store_true", help="skip the COCO metrics (pycocotools)")
+    val.add_argument("--synthetic", type=int, default=200, help="synthetic images when no --data (default 200)")
+    val.add_argument("--project", default="runs/val")
+    val.add_argument("--name", default="exp")
+    val.add_argument("--exist-ok", action="store_true", help="write into an existing run folder")
+    val.set_defaults(func=_cmd_val)
 
     check = sub.add_parser("check-data", help="read a dataset fully and report problems, class counts, box sizes")
     check.add_argument("path", help="dataset folder or file (VOC, COCO or YOLO; detected automatically)")

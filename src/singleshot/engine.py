@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from singleshot.data.transforms import Target
-from singleshot.evaluate import VOCResult, voc_ap
+from singleshot.evaluate import MetricReport, evaluate_detections
 from singleshot.ssd import SSD
 
 
@@ -33,18 +33,35 @@ class ModelEMA:
         self.decay = decay
         self.tau = tau
         self.updates = 0
+        self._pairs: tuple[nn.Module, list[Tensor], list[Tensor], list[Tensor], list[Tensor]] | None = None
+
+    def _tensors(self, model: nn.Module) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        """(averages, sources) of floating-point entries, then of the others; cached per source model (its
+        state tensors are updated in place, so the aliases stay valid)."""
+        if self._pairs is None or self._pairs[0] is not model:
+            current = model.state_dict()
+            avg_f, src_f, avg_o, src_o = [], [], [], []
+            for name, avg in self.module.state_dict().items():
+                value = current[name].detach()
+                if avg.is_floating_point() and value.dtype == avg.dtype:
+                    avg_f.append(avg)
+                    src_f.append(value)
+                else:
+                    avg_o.append(avg)
+                    src_o.append(value)
+            self._pairs = (model, avg_f, src_f, avg_o, src_o)
+        return self._pairs[1:]
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = self.decay * (1 - math.exp(-self.updates / self.tau))
-        current = model.state_dict()
-        for name, avg in self.module.state_dict().items():
-            value = current[name].detach()
-            if avg.is_floating_point():
-                avg.mul_(d).add_(value.to(avg.dtype), alpha=1 - d)
-            else:
-                avg.copy_(value)
+        avg_f, src_f, avg_o, src_o = self._tensors(model)
+        if avg_f:
+            torch._foreach_mul_(avg_f, d)
+            torch._foreach_add_(avg_f, src_f, alpha=1 - d)
+        for avg, value in zip(avg_o, src_o, strict=True):
+            avg.copy_(value.to(avg.dtype) if avg.is_floating_point() else value)
 
     def state_dict(self) -> dict[str, object]:
         return {"module": self.module.state_dict(), "updates": self.updates}
@@ -209,7 +226,52 @@ def predict(model: SSD, loader: Iterable, device: torch.device, progress: bool =
     return detections, ground_truths
 
 
-def evaluate(model: SSD, loader: Iterable, device: torch.device, progress: bool = False) -> VOCResult:
-    """VOC07 11-point AP at IoU 0.5 over ``loader`` (original image coordinates)."""
+def evaluate(
+    model: SSD,
+    loader: Iterable,
+    device: torch.device,
+    class_names: Sequence[str],
+    progress: bool = False,
+    coco: bool = True,
+) -> MetricReport:
+    """All metrics of ``model`` over ``loader`` (original image coordinates): VOC AP at IoU 0.5 (11-point and
+    all-point) and, with ``coco``, the COCO summary; ``timing`` holds the speed of inference and of the metrics.
+
+    The dataset's own ids and box convention (:class:`~singleshot.data.formats.DetectionDataset`) are used
+    when the loader's dataset has them.
+    """
+    start = time.perf_counter()
     detections, ground_truths = predict(model, loader, device, progress, desc="evaluate")
-    return voc_ap(detections, ground_truths, model.num_classes, 0.5, use_07_metric=True)
+    inferred = time.perf_counter()
+    dataset = getattr(loader, "dataset", None)
+    dataset = getattr(dataset, "dataset", dataset)  # through an augmentation wrapper
+    report = evaluate_detections(
+        detections, ground_truths, class_names, coco=coco, **dataset_conventions(dataset, ground_truths)
+    )
+    report.timing = timing(len(ground_truths), inferred - start, time.perf_counter() - inferred)
+    return report
+
+
+def timing(images: int, inference_s: float, metrics_s: float) -> dict[str, float]:
+    """Seconds and images/s of inference and of computing the metrics (``MetricReport.timing``)."""
+    return {
+        "inference_s": inference_s,
+        "metrics_s": metrics_s,
+        "inference_images_per_s": images / max(inference_s, 1e-9),
+        "metrics_images_per_s": images / max(metrics_s, 1e-9),
+    }
+
+
+def dataset_conventions(dataset: object, ground_truths: Sequence[Target]) -> dict:
+    """Keyword arguments of :func:`~singleshot.evaluate.evaluate_detections` that follow the dataset: its own
+    image ids (in evaluation order, from each target's ``image_id`` index) and category ids, and whether its
+    boxes are VOC inclusive pixel indices (see :class:`~singleshot.data.formats.DetectionDataset`)."""
+    ids = getattr(dataset, "image_ids", None)
+    image_ids = None
+    if ids is not None and all("image_id" in t for t in ground_truths):
+        image_ids = [ids[int(t["image_id"])] for t in ground_truths]
+    return {
+        "image_ids": image_ids,
+        "category_ids": getattr(dataset, "category_ids", None),
+        "pixel_indices": bool(getattr(dataset, "pixel_indices", False)),
+    }

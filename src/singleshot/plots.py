@@ -10,6 +10,8 @@ from PIL import Image
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, make_grid
 
+from singleshot.evaluate import MetricReport
+
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#fabebe"]
 
 
@@ -55,11 +57,7 @@ def prediction_pair(
 
 def plot_results(metrics_csv: str | Path, out_path: str | Path) -> None:
     """Loss curves and mAP per epoch from ``metrics.csv``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     with open(metrics_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
@@ -71,13 +69,91 @@ def plot_results(metrics_csv: str | Path, out_path: str | Path) -> None:
         ax.set_title(key)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    evaluated = [(e, float(r["map50"])) for e, r in zip(epochs, rows, strict=True) if r.get("map50") not in ("", None)]
-    if evaluated:
-        axes[2].plot(*zip(*evaluated, strict=True), marker="o", ms=3, color="tab:green")
-    axes[2].set_title("mAP@0.5 (VOC07)")
+    for key, label, colour in (("map50", "mAP@0.5 (VOC07)", "tab:green"), ("map", "COCO AP@[.5:.95]", "tab:purple")):
+        evaluated = [(e, float(r[key])) for e, r in zip(epochs, rows, strict=True) if r.get(key) not in ("", None)]
+        if evaluated:
+            axes[2].plot(*zip(*evaluated, strict=True), marker="o", ms=3, color=colour, label=label)
+    if axes[2].lines:
+        axes[2].legend(loc="lower right", fontsize=8)
+    axes[2].set_title("validation")
     axes[2].set_xlabel("epoch")
     axes[2].set_ylim(0, 1)
     axes[2].grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_pr_curves(report: MetricReport, out_path: str | Path) -> None:
+    """Each class's precision-recall curve (its all-point AP50 in the legend) and the mean of the classes'
+    interpolated curves (bold); classes without objects are left out."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    many = len(report.class_names) > 12
+    envelopes = []
+    for k, name in enumerate(report.class_names):
+        if report.num_positives[k] == 0:
+            continue
+        curve = report.curves[k]
+        envelopes.append(curve.envelope()[0])
+        label = None if many else f"{name} {report.ap50[k]:.3f}"
+        r = [0.0, *curve.recall.tolist()]
+        p = [1.0, *curve.precision.tolist()]
+        ax.plot(r, p, lw=0.8 if many else 1.2, color="grey" if many else _colour(k + 1), label=label)
+    if envelopes:
+        mean = [sum(col) / len(col) for col in zip(*envelopes, strict=True)]
+        recall = [i / (len(mean) - 1) for i in range(len(mean))]
+        ax.plot(recall, mean, lw=3, color="tab:blue", label=f"all classes {report.map50:.3f} mAP@0.5")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"Precision-recall at IoU 0.5 ({report.num_images} images)")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+
+
+def plot_confusion_matrix(
+    matrix: Tensor, class_names: Sequence[str], out_path: str | Path, conf: float, iou: float
+) -> None:
+    """The ``(C + 1, C + 1)`` matrix of :func:`~singleshot.evaluate.confusion_matrix` (rows: true class, columns:
+    predicted class, background last), each row normalised to 1 with the raw counts written in the cells."""
+    plt = _pyplot()
+    order = [*range(1, len(class_names) + 1), 0]  # background last, as people read it
+    m = matrix[order][:, order].double()
+    names = [*class_names, "background"]
+    rows = m.sum(dim=1, keepdim=True)
+    shown = (m / rows.clamp(min=1)).numpy()
+    n = len(names)
+    size = min(4 + 0.45 * n, 20)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
+    if n <= 30:
+        ax.set_xticks(range(n), names, rotation=90 if n > 8 else 0, fontsize=8)
+        ax.set_yticks(range(n), names, fontsize=8)
+        counts = m.long().tolist()
+        for i in range(n):
+            for j in range(n):
+                if counts[i][j]:
+                    colour = "white" if shown[i, j] > 0.5 else "black"
+                    ax.text(j, i, f"{shown[i, j]:.2f}\n({counts[i][j]})", ha="center", va="center", fontsize=7,
+                            color=colour)  # fmt: skip
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Confusion matrix (score >= {conf:g}, IoU > {iou:g}; rows sum to 1)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
     plt.close(fig)

@@ -31,8 +31,10 @@ from singleshot.data.loader import Augmented, EpochSampler, make_loader
 from singleshot.data.transforms import build_transforms
 from singleshot.distributed import DistInfo, broadcast_buffers, init_distributed, resolve_device, shutdown
 from singleshot.engine import ModelEMA, StepInfo, amp_dtype, evaluate, predict, train_one_epoch
+from singleshot.evaluate import MetricReport
 from singleshot.models import build
 from singleshot.plots import batch_grid, plot_results, prediction_pair, save_image
+from singleshot.runs import new_run_dir
 from singleshot.ssd import SSD
 
 #: Side of synthetic images when no --imgsz is given (the transforms resize to the model's input anyway).
@@ -58,17 +60,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def new_run_dir(project: str, name: str, exist_ok: bool) -> Path:
-    """``project/name``, or ``project/name2``, ``name3``... when taken (unless ``exist_ok``)."""
-    base = Path(project) / name
-    if exist_ok or not base.exists():
-        return base
-    k = 2
-    while (Path(project) / f"{name}{k}").exists():
-        k += 1
-    return Path(project) / f"{name}{k}"
 
 
 def load_data(config: TrainConfig, image_size: tuple[int, int]) -> DataBundle:
@@ -280,7 +271,7 @@ class Run:
             save_image(grid, self.run_dir / "train_batch.jpg")
 
     def record(
-        self, epoch: int, stats_losses: dict[str, float], map50: float | None, ips: float, seconds: float
+        self, epoch: int, stats_losses: dict[str, float], report: MetricReport | None, ips: float, seconds: float
     ) -> None:
         """Append epoch ``epoch`` (1-based) to metrics.csv and TensorBoard, and redraw results.png."""
         if not self.dist.is_main or self.tensorboard is None:
@@ -291,7 +282,8 @@ class Run:
             "loss_cls": f"{stats_losses.get('loss_cls', float('nan')):.5f}",
             "loss_box": f"{stats_losses.get('loss_box', float('nan')):.5f}",
             "lr": f"{self.optimizer.param_groups[0]['lr']:.6g}",
-            "map50": "" if map50 is None else f"{map50:.5f}",
+            "map50": "" if report is None else f"{report.map50_07:.5f}",
+            "map": "" if report is None or report.coco is None else f"{report.coco['AP']:.5f}",
             "images_per_s": f"{ips:.2f}",
             "seconds": f"{seconds:.1f}",
         }
@@ -305,8 +297,9 @@ class Run:
         for k, v in stats_losses.items():
             self.tensorboard.add_scalar(f"train/{k}", v, epoch)
         self.tensorboard.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], epoch)
-        if map50 is not None:
-            self.tensorboard.add_scalar("val/map50", map50, epoch)
+        if report is not None:
+            for name, value in report.summary().items():
+                self.tensorboard.add_scalar(f"val/{name}", value, epoch)
         self.tensorboard.flush()
 
     def close(self) -> None:
@@ -389,10 +382,10 @@ def _train(run: Run, progress: bool) -> TrainResult:
         if run.ema is not None:
             broadcast_buffers(run.ema.module, run.dist, include_parameters=True)
         last = epoch + 1 == c.epochs
-        map50 = None
+        map50, report = None, None
         if run.dist.is_main and (last or (c.eval_every and (epoch + 1) % c.eval_every == 0)):
-            map50 = evaluate(run.eval_model, run.val_loader, run.device, progress=progress).map
-            final_map = map50
+            report = evaluate(run.eval_model, run.val_loader, run.device, run.data.class_names, progress=progress)
+            map50 = final_map = report.map50_07
             if map50 > run.best_map50:
                 run.best_map50 = map50
                 save_weights(run.eval_model, run.run_dir / "weights" / "best.safetensors", run.data.class_names)
@@ -402,9 +395,13 @@ def _train(run: Run, progress: bool) -> TrainResult:
         run.save_checkpoint()
         seconds = time.perf_counter() - t0
         ips = stats.images_per_second * run.dist.world_size
-        run.record(epoch + 1, stats.losses, map50, ips, seconds)
+        run.record(epoch + 1, stats.losses, report, ips, seconds)
         losses = "  ".join(f"{k} {v:.3f}" for k, v in stats.losses.items())
-        shown = "" if map50 is None else f"  mAP50 {map50:.3f}"
+        shown = (
+            ""
+            if report is None
+            else f"  mAP50 {report.map50_07:.3f}" + (f"  AP {report.coco['AP']:.3f}" if report.coco else "")
+        )
         run.log(f"epoch {epoch + 1}/{c.epochs}  {losses}{shown}  {ips:.1f} img/s  {seconds:.0f}s")
     else:
         run.write_predictions()

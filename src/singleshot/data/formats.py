@@ -53,19 +53,38 @@ class Record:
     difficult: list[bool]
     declared_size: tuple[int, int] | None = None  # (W, H) written in the annotation
     normalized: bool = False  # YOLO: boxes are fractions of the image side
+    source_id: int | None = None  # the image's id in the annotation file (COCO)
 
 
 class DetectionDataset(Dataset):
-    """Checked, cleaned records; items are ``(uint8 [3, H, W], {"boxes", "labels", "difficult", "image_id"})``."""
+    """Checked, cleaned records; items are ``(uint8 [3, H, W], {"boxes", "labels", "difficult", "image_id"})``.
 
-    def __init__(self, records: Sequence[Record], class_names: Sequence[str], report: DataReport, name: str) -> None:
+    ``image_id`` is the item's index. For writing results in the dataset's own terms, :attr:`image_ids` holds
+    each item's id in the annotation file (COCO; the index otherwise) and :attr:`category_ids` the file's id of
+    each label 1..C (COCO; the label otherwise). :attr:`pixel_indices` is True where boxes are inclusive pixel
+    indices (VOC), which the VOC devkit's IoU assumes.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        class_names: Sequence[str],
+        report: DataReport,
+        name: str,
+        category_ids: Sequence[int] | None = None,
+        pixel_indices: bool = False,
+    ) -> None:
         self.class_names = list(class_names)
         self.report = report
         self.name = name
+        self.category_ids = list(category_ids) if category_ids is not None else list(range(1, len(class_names) + 1))
+        self.pixel_indices = pixel_indices
         self.items: list[tuple[Path, bool, dict[str, Tensor]]] = []
+        self.image_ids: list[int] = []
         for rec in records:
             item = self._check(rec)
             if item is not None:
+                self.image_ids.append(len(self.items) if rec.source_id is None else rec.source_id)
                 self.items.append(item)
         self._warned: set[int] = set()
 
@@ -254,7 +273,7 @@ def open_voc(root: Path, train_split: str, val_split: str, classes: list[str] | 
     report = DataReport()
     if is_voc_devkit(root) and (root / "ImageSets" / "Main").is_dir():
         train_pairs = _voc_devkit_pairs(root, train_split, report)
-        val_pairs = _voc_devkit_pairs(root, val_split, report)
+        val_pairs = train_pairs if val_split == train_split else _voc_devkit_pairs(root, val_split, report)
         layout = "VOC devkit"
     else:
         pairs = _voc_plain_pairs(root, report)
@@ -262,10 +281,13 @@ def open_voc(root: Path, train_split: str, val_split: str, classes: list[str] | 
         val_pairs = [p for p in pairs if _holdout(p[0])]
         layout = f"VOC XML folder ({100 * HOLDOUT:.0f}% held out for validation)"
     train_records, names = _voc_records([p for p in train_pairs if p[1]], classes, report)
-    val_records, _ = _voc_records([p for p in val_pairs if p[1]], names, report)
     train_records += [Record(p[0], [], [], []) for p in train_pairs if p[1] is None]
-    val_records += [Record(p[0], [], [], []) for p in val_pairs if p[1] is None]
-    return _bundle(train_records, val_records, names, report, f"{layout} {root}")
+    if val_pairs is train_pairs:
+        val_records = train_records
+    else:
+        val_records, _ = _voc_records([p for p in val_pairs if p[1]], names, report)
+        val_records += [Record(p[0], [], [], []) for p in val_pairs if p[1] is None]
+    return _bundle(train_records, val_records, names, report, f"{layout} {root}", pixel_indices=True)
 
 
 # -- COCO -----------------------------------------------------------------------------------------------
@@ -279,6 +301,8 @@ def _coco_records(json_path: Path, image_dir: Path, classes: list[str] | None, r
         raise ValueError(f"{json_path}: not a COCO instances file ({exc})") from exc
     names = classes or [c["name"] for c in categories]
     label_of = {c["id"]: names.index(c["name"]) + 1 for c in categories if c["name"] in names}
+    category_of = {label: cid for cid, label in label_of.items()}
+    category_ids = [category_of.get(label, label) for label in range(1, len(names) + 1)]
     per_image: dict[int, list[dict]] = {i: [] for i in images}
     for ann in annotations:
         per_image.setdefault(ann.get("image_id"), []).append(ann)
@@ -302,8 +326,10 @@ def _coco_records(json_path: Path, image_dir: Path, classes: list[str] | None, r
             labels.append(label_of[ann["category_id"]])
             difficult.append(bool(ann.get("iscrowd", 0)))  # crowd regions: not trained on, ignored by evaluation
         size = (int(im["width"]), int(im["height"])) if "width" in im and "height" in im else None
-        records.append(Record(image_dir / im["file_name"], boxes, labels, difficult, declared_size=size))
-    return records, names
+        records.append(
+            Record(image_dir / im["file_name"], boxes, labels, difficult, declared_size=size, source_id=image_id)
+        )
+    return records, names, category_ids
 
 
 def _coco_split(root: Path, split: str) -> tuple[Path, Path]:
@@ -324,13 +350,13 @@ def open_coco(path: Path, train_split: str, val_split: str, classes: list[str] |
              if d.is_dir()),
             path.parent,
         )  # fmt: skip
-        records, names = _coco_records(path, image_dir, classes, report)
+        records, names, category_ids = _coco_records(path, image_dir, classes, report)
         train = [r for r in records if not _holdout(r.image)]
         val = [r for r in records if _holdout(r.image)]
-        return _bundle(train, val, names, report, f"COCO {path}")
-    train, names = _coco_records(*_coco_split(path, train_split), classes, report)
-    val, _ = _coco_records(*_coco_split(path, val_split), names, report)
-    return _bundle(train, val, names, report, f"COCO {path}")
+        return _bundle(train, val, names, report, f"COCO {path}", category_ids=category_ids)
+    train, names, category_ids = _coco_records(*_coco_split(path, train_split), classes, report)
+    val = train if val_split == train_split else _coco_records(*_coco_split(path, val_split), names, report)[0]
+    return _bundle(train, val, names, report, f"COCO {path}", category_ids=category_ids)
 
 
 # -- YOLO -----------------------------------------------------------------------------------------------
@@ -400,16 +426,31 @@ def open_yolo(path: Path, train_split: str, val_split: str, classes: list[str] |
     base = base if base.is_absolute() else (yaml_path.parent / base)
     report = DataReport()
     train = _yolo_records(_yolo_images(base, data.get(train_split), train_split, yaml_path), len(names), report)
-    val = _yolo_records(_yolo_images(base, data.get(val_split), val_split, yaml_path), len(names), report)
+    if val_split == train_split:
+        val = train
+    else:
+        val = _yolo_records(_yolo_images(base, data.get(val_split), val_split, yaml_path), len(names), report)
     return _bundle(train, val, names, report, f"YOLO {yaml_path}")
 
 
 # -- detection ------------------------------------------------------------------------------------------
-def _bundle(train: list[Record], val: list[Record], names: list[str], report: DataReport, desc: str) -> DataBundle:
+def _bundle(
+    train: list[Record],
+    val: list[Record],
+    names: list[str],
+    report: DataReport,
+    desc: str,
+    category_ids: list[int] | None = None,
+    pixel_indices: bool = False,
+) -> DataBundle:
     if not names:
         raise ValueError(f"{desc}: no classes found (no objects in the annotations, and no class list given)")
-    train_set = DetectionDataset(train, names, report, f"{desc} [train]")
-    val_set = DetectionDataset(val, names, report, f"{desc} [val]")
+    train_set = DetectionDataset(train, names, report, f"{desc} [train]", category_ids, pixel_indices)
+    val_set = (
+        train_set
+        if val is train
+        else DetectionDataset(val, names, report, f"{desc} [val]", category_ids, pixel_indices)
+    )
     for split, ds in (("train", train_set), ("val", val_set)):
         if len(ds) == 0:
             raise ValueError(f"{desc}: the {split} split has no usable images\n{report.summary('problems')}")
@@ -437,6 +478,29 @@ def detect_format(path: Path) -> str:
         "or in Annotations/; a COCO folder (annotations/instances_<split>*.json + image folders) or instances "
         "JSON file; a YOLO data.yaml (or a folder holding one) with train/val/names."
     )
+
+
+def open_split(
+    path: str | Path, split: str = "val", classes: list[str] | None = None
+) -> tuple[DetectionDataset, DataReport]:
+    """One split of a dataset (for evaluation): a named split where the layout has them (VOC devkit, COCO
+    folder, YOLO ``data.yaml``), else ``train`` / ``val`` of the held-out share of a plain folder or file."""
+    path = Path(path)
+    fmt = detect_format(path)
+    named = (
+        (fmt == "voc" and is_voc_devkit(path) and (path / "ImageSets" / "Main").is_dir())
+        or (fmt == "coco" and path.is_dir())
+        or fmt == "yolo"
+    )
+    if named:
+        bundle = open_dataset(path, split, split, classes)
+        dataset: DetectionDataset = bundle.val  # type: ignore[assignment]
+        dataset.name = f"{dataset.name.rsplit(' [', 1)[0]} [{split}]"
+        return dataset, bundle.report
+    if split not in ("train", "val"):
+        raise ValueError(f"{path}: this layout has no named splits; use split 'val' (held-out share) or 'train'")
+    bundle = open_dataset(path, "train", "val", classes)
+    return (bundle.val if split == "val" else bundle.train), bundle.report  # type: ignore[return-value]
 
 
 def open_dataset(
