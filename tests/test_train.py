@@ -14,7 +14,7 @@ from singleshot.checkpoint import load_checkpoint, load_model, save_checkpoint
 from singleshot.config import TrainConfig
 from singleshot.data import synthetic_bundle
 from singleshot.data.loader import EpochSampler, make_loader
-from singleshot.engine import evaluate
+from singleshot.engine import ModelEMA, evaluate
 from singleshot.models import build
 from singleshot.train import train
 
@@ -76,6 +76,22 @@ def test_checkpoint_survives_a_crash_while_writing(tmp_path: Path, monkeypatch) 
         save_checkpoint({"step": torch.tensor(2)}, path)
     assert load_checkpoint(path)["step"].item() == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_ema_follows_in_place_updates_by_hand() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+    ema = ModelEMA(model, decay=0.5, tau=1e-9)  # decay warm-up done at once: d = 0.5
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    for target in (3.0, 5.0):  # in-place changes, as an optimizer makes them
+        model[0].weight.grad = model[0].weight.detach() - target
+        optimizer.step()
+        model[1].num_batches_tracked += 1
+        ema.update(model)
+    # weight: 1 -> 3 -> 5; average: 0.5 * 1 + 0.5 * 3 = 2, then 0.5 * 2 + 0.5 * 5 = 3.5
+    assert torch.allclose(ema.module[0].weight, torch.full((1, 2), 3.5))
+    assert int(ema.module[1].num_batches_tracked) == 2  # integer buffers are copied, not averaged
 
 
 def test_nonfinite_loss_stops_with_a_message(tmp_path: Path) -> None:

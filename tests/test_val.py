@@ -100,6 +100,15 @@ def test_val_command_line_and_clear_errors(tmp_path: Path, weights: Path, capsys
     assert "missing.safetensors" in capsys.readouterr().err
 
 
+def test_val_refuses_data_without_the_models_classes(tmp_path: Path, weights: Path) -> None:
+    data = _voc_devkit(tmp_path / "voc", count=2)
+    for xml in (data / "Annotations").glob("*.xml"):
+        xml.write_text(xml.read_text().replace("<name>circle<", "<name>cell<").replace("<name>square<", "<name>cell<")
+                       .replace("<name>triangle<", "<name>cell<"))  # fmt: skip
+    with pytest.raises(ValueError, match=r"none of the model's classes .* of classes \['cell'\]"):
+        validate(weights, data, "val", project=tmp_path / "runs", progress=False, log=lambda s: None)
+
+
 def test_val_on_bccd(tmp_path: Path, bccd: Path) -> None:
     model = build("ssd_tiny160", 3, image_size=160)
     names = ["Platelets", "RBC", "WBC"]

@@ -57,6 +57,13 @@ def open_eval_data(
     from singleshot.data.formats import open_split
 
     dataset, report = open_split(data, split, class_names)
+    objects = sum(int(target["labels"].numel()) for _, _, target in dataset.items)
+    unknown = sorted(k.split("'")[1] for k in report.counts if k.startswith("object of unknown class '"))
+    if objects == 0 and unknown:
+        raise ValueError(
+            f"{data}: the {split} split has none of the model's classes {class_names}; "
+            f"its objects are of classes {unknown} (were these weights trained on another dataset?)"
+        )
     lines = [f"{dataset.name}: {len(dataset)} images"]
     if report.counts:
         lines.append(report.summary("data problems (fixed, dropped or skipped)"))
