@@ -107,6 +107,8 @@ def match_detections(
     """
     if len(detections) != len(ground_truths):
         raise ValueError(f"{len(detections)} detection entries for {len(ground_truths)} images")
+    if not ground_truths:
+        raise ValueError("no images to evaluate")
     scores, labels, images, best_ious, best_gts, difficult = [], [], [], [], [], []
     positives = torch.zeros(num_classes + 1, dtype=torch.long)
     offset = 0
