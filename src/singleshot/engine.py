@@ -226,6 +226,57 @@ def predict(model: SSD, loader: Iterable, device: torch.device, progress: bool =
     return detections, ground_truths
 
 
+@dataclass
+class Evaluation:
+    """What :func:`run_evaluation` computed: the metrics, the detections and ground truths behind them (CPU,
+    loader order), and the dataset's own image and category ids for writing results (``None``: defaults)."""
+
+    report: MetricReport
+    detections: list[dict[str, Tensor]]
+    ground_truths: list[Target]
+    image_ids: list[int] | None
+    category_ids: list[int] | None
+
+
+def run_evaluation(
+    model: SSD,
+    loader: Iterable,
+    device: torch.device,
+    class_names: Sequence[str],
+    progress: bool = False,
+    coco: bool = True,
+    desc: str = "evaluate",
+) -> Evaluation:
+    """All metrics of ``model`` over ``loader`` (original image coordinates): VOC AP at IoU 0.5 (11-point and
+    all-point) and, with ``coco``, the COCO summary; ``report.timing`` holds the speed of inference and of the
+    metrics.
+
+    The dataset's own ids and box convention (:class:`~singleshot.data.formats.DetectionDataset`: ``image_ids``,
+    ``category_ids``, ``pixel_indices``) are used when the loader's dataset has them.
+    """
+    start = time.perf_counter()
+    detections, ground_truths = predict(model, loader, device, progress, desc=desc)
+    inferred = time.perf_counter()
+    dataset = getattr(loader, "dataset", None)
+    dataset = getattr(dataset, "dataset", dataset)  # through an augmentation wrapper
+    ids = getattr(dataset, "image_ids", None)
+    image_ids = None
+    if ids is not None and all("image_id" in t for t in ground_truths):
+        image_ids = [ids[int(t["image_id"])] for t in ground_truths]  # in evaluation order
+    category_ids = getattr(dataset, "category_ids", None)
+    report = evaluate_detections(
+        detections,
+        ground_truths,
+        class_names,
+        coco=coco,
+        image_ids=image_ids,
+        category_ids=category_ids,
+        pixel_indices=bool(getattr(dataset, "pixel_indices", False)),
+    )
+    report.timing = _timing(len(ground_truths), inferred - start, time.perf_counter() - inferred)
+    return Evaluation(report, detections, ground_truths, image_ids, category_ids)
+
+
 def evaluate(
     model: SSD,
     loader: Iterable,
@@ -234,44 +285,15 @@ def evaluate(
     progress: bool = False,
     coco: bool = True,
 ) -> MetricReport:
-    """All metrics of ``model`` over ``loader`` (original image coordinates): VOC AP at IoU 0.5 (11-point and
-    all-point) and, with ``coco``, the COCO summary; ``timing`` holds the speed of inference and of the metrics.
-
-    The dataset's own ids and box convention (:class:`~singleshot.data.formats.DetectionDataset`) are used
-    when the loader's dataset has them.
-    """
-    start = time.perf_counter()
-    detections, ground_truths = predict(model, loader, device, progress, desc="evaluate")
-    inferred = time.perf_counter()
-    dataset = getattr(loader, "dataset", None)
-    dataset = getattr(dataset, "dataset", dataset)  # through an augmentation wrapper
-    report = evaluate_detections(
-        detections, ground_truths, class_names, coco=coco, **dataset_conventions(dataset, ground_truths)
-    )
-    report.timing = timing(len(ground_truths), inferred - start, time.perf_counter() - inferred)
-    return report
+    """The metrics of :func:`run_evaluation` (training's periodic evaluation)."""
+    return run_evaluation(model, loader, device, class_names, progress, coco).report
 
 
-def timing(images: int, inference_s: float, metrics_s: float) -> dict[str, float]:
+def _timing(images: int, inference_s: float, metrics_s: float) -> dict[str, float]:
     """Seconds and images/s of inference and of computing the metrics (``MetricReport.timing``)."""
     return {
         "inference_s": inference_s,
         "metrics_s": metrics_s,
         "inference_images_per_s": images / max(inference_s, 1e-9),
         "metrics_images_per_s": images / max(metrics_s, 1e-9),
-    }
-
-
-def dataset_conventions(dataset: object, ground_truths: Sequence[Target]) -> dict:
-    """Keyword arguments of :func:`~singleshot.evaluate.evaluate_detections` that follow the dataset: its own
-    image ids (in evaluation order, from each target's ``image_id`` index) and category ids, and whether its
-    boxes are VOC inclusive pixel indices (see :class:`~singleshot.data.formats.DetectionDataset`)."""
-    ids = getattr(dataset, "image_ids", None)
-    image_ids = None
-    if ids is not None and all("image_id" in t for t in ground_truths):
-        image_ids = [ids[int(t["image_id"])] for t in ground_truths]
-    return {
-        "image_ids": image_ids,
-        "category_ids": getattr(dataset, "category_ids", None),
-        "pixel_indices": bool(getattr(dataset, "pixel_indices", False)),
     }

@@ -13,7 +13,6 @@ A run writes ``runs/val/<name>/``:
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,8 @@ from singleshot.data import SYNTHETIC_VAL_SEED
 from singleshot.data.loader import EpochSampler, make_loader
 from singleshot.data.synthetic import SyntheticShapes
 from singleshot.distributed import DistInfo, resolve_device
-from singleshot.engine import dataset_conventions, predict, timing
-from singleshot.evaluate import MetricReport, coco_results, confusion_matrix, evaluate_detections
+from singleshot.engine import run_evaluation
+from singleshot.evaluate import MetricReport, coco_results, confusion_matrix
 from singleshot.plots import plot_confusion_matrix, plot_pr_curves, prediction_pair, save_image
 from singleshot.runs import new_run_dir
 
@@ -99,18 +98,13 @@ def validate(
     log(f"{model.name} ({Path(weights).name}) on {description}")
     loader = make_loader(dataset, batch, EpochSampler(len(dataset), shuffle=False), workers)
 
-    start = time.perf_counter()
-    detections, ground_truths = predict(model, loader, dev, progress, desc="val")
-    inferred = time.perf_counter()
-    conventions = dataset_conventions(dataset, ground_truths)
-    report = evaluate_detections(detections, ground_truths, class_names, coco=coco, **conventions)
-    n = len(ground_truths)
-    report.timing = timing(n, inferred - start, time.perf_counter() - inferred)
+    evaluation = run_evaluation(model, loader, dev, class_names, progress, coco, desc="val")
+    report, detections, ground_truths = evaluation.report, evaluation.detections, evaluation.ground_truths
 
     run_dir = new_run_dir(project, name, exist_ok)
     run_dir.mkdir(parents=True, exist_ok=True)
     report.save_json(run_dir / "metrics.json")
-    results = coco_results(detections, conventions["image_ids"], conventions["category_ids"])
+    results = coco_results(detections, evaluation.image_ids, evaluation.category_ids)
     (run_dir / "predictions.json").write_text(json.dumps(results))
     plot_pr_curves(report, run_dir / "pr_curve.png")
     matrix = confusion_matrix(detections, ground_truths, len(class_names), conf, iou)
@@ -119,7 +113,7 @@ def validate(
 
     log(report.table())
     log(
-        f"{n} images: inference {report.timing['inference_images_per_s']:.1f} img/s, "
+        f"{report.num_images} images: inference {report.timing['inference_images_per_s']:.1f} img/s, "
         f"metrics {report.timing['metrics_images_per_s']:.0f} img/s"
     )
     log(f"results in {run_dir}")
