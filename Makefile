@@ -1,10 +1,10 @@
-# `make test` builds .venv from nothing (Python 3.11 is all it needs) and runs the tests.
+# `make test` builds .venv from nothing (Python 3.11 is all it needs) and runs lint + every test.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench clean
+.PHONY: test test-fast demo lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,16 +12,25 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
+
+test: lint
 	$(PY) -m pytest -q
+
+# The inner loop: everything but the end-to-end tests marked `slow` (training runs, DDP, BCCD evaluation).
+test-fast: lint
+	$(PY) -m pytest -q -m "not slow"
 
 demo: $(STAMP)
 	$(VENV)/bin/singleshot models ssd300_vgg16 ssdlite320_mobilenet_v3
 	$(VENV)/bin/singleshot train --config recipes/demo.yaml
 
+# Every benchmark, each against its reference in the same run (figures: benchmarks/RESULTS.md).
 bench: $(STAMP)
 	$(PY) benchmarks/postprocess.py
+	$(PY) benchmarks/evaluate.py --images 1000
+	$(PY) benchmarks/train_throughput.py --steps 3
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

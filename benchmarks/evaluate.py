@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_evaluate import reference_voc_ap
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "metrics"))
+from test_metrics import reference_voc_ap
 
-from singleshot.evaluate import coco_evaluate, coco_ground_truth, coco_results, voc_ap
+from singleshot.metrics import coco_evaluate, coco_ground_truth, coco_results, voc_ap
 
 
 def make_data(images: int, detections: int, classes: int, seed: int = 0):

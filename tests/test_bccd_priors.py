@@ -2,6 +2,7 @@
 
 import xml.etree.ElementTree as ET
 
+import pytest
 import torch
 
 from singleshot.boxes import box_iou, cxcywh_to_xyxy
@@ -21,6 +22,7 @@ def _boxes(xml_path) -> torch.Tensor:
     return torch.tensor(rows).reshape(-1, 4).clamp(0, 1)
 
 
+@pytest.mark.slow
 def test_every_bccd_object_gets_its_own_default_box(bccd) -> None:
     priors = cxcywh_to_xyxy(SSD300_BOXES.generate())
     files = sorted((bccd / "Annotations").glob("*.xml"))

@@ -1,15 +1,17 @@
 import argparse
+import dataclasses
 
 import pytest
 
-from singleshot.config import TrainConfig, add_config_flags, resolve
+from singleshot.cli import make_parser
+from singleshot.config import TrainConfig, ValConfig, add_config_flags, resolve
 
 
 def _parse(*argv: str) -> TrainConfig:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config")
-    add_config_flags(parser)
-    return resolve(parser.parse_args(list(argv)))
+    add_config_flags(parser, TrainConfig)
+    return resolve(TrainConfig, parser.parse_args(list(argv)))
 
 
 def test_unknown_key_gets_a_did_you_mean(tmp_path) -> None:
@@ -47,3 +49,40 @@ def test_config_round_trips_through_yaml(tmp_path) -> None:
     config = TrainConfig(epochs=7, classes=["x"], imgsz=256)
     config.save_yaml(tmp_path / "c.yaml")
     assert TrainConfig.from_yaml(tmp_path / "c.yaml") == config
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = make_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+@pytest.mark.parametrize("command", ["train", "val", "check-data", "models"])
+def test_every_flag_has_a_sentence_of_help(command: str) -> None:
+    parser = _subcommands()[command]
+    actions = [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
+    assert len(actions) >= 2
+    for action in actions:
+        text = (action.help or "").split(" (default:")[0]
+        assert len(text.split()) >= 3, f"{command} {action.option_strings or action.dest}: help {action.help!r}"
+    shown = parser.format_help()
+    assert "(default:" in shown
+
+
+def test_train_and_val_flags_are_the_config_fields() -> None:
+    commands = _subcommands()
+    for command, cls in (("train", TrainConfig), ("val", ValConfig)):
+        dests = {a.dest for a in commands[command]._actions} - {"help", "config"}
+        assert dests == {f.name for f in dataclasses.fields(cls)}, command
+    augment = next(a for a in commands["train"]._actions if a.dest == "augment")
+    assert augment.choices == ["ssd", "ssdlite", "eval"]  # a typed choice, not a free string
+
+
+def test_val_config_from_the_command_line() -> None:
+    args = make_parser().parse_args(["val", "--weights", "w.safetensors", "--no-coco", "--batch", "4"])
+    config = resolve(ValConfig, args)
+    assert (config.weights, config.coco, config.batch, config.split) == ("w.safetensors", False, 4, "val")
+    with pytest.raises(ValueError, match=r"missing required key.*weights"):
+        ValConfig.from_dict({"batch": 2})
+    with pytest.raises(ValueError, match="invalid val config: batch=0"):
+        ValConfig.from_dict({"weights": "w", "batch": 0})

@@ -32,7 +32,13 @@ def test_list_and_build_by_name() -> None:
         build("ssd300_vgg19")
 
 
-@pytest.mark.parametrize("name", ["ssd300_vgg16", "ssd512_vgg16", "ssd300_vgg16_bn", "ssdlite320_mobilenet_v3"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ssdlite320_mobilenet_v3",
+        *(pytest.param(n, marks=pytest.mark.slow) for n in ("ssd300_vgg16", "ssd512_vgg16", "ssd300_vgg16_bn")),
+    ],
+)
 def test_one_training_step_reaches_every_parameter(name: str) -> None:
     model = build(name, num_classes=3).train()
     size = model.preprocessing.image_size[0]

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -51,8 +52,7 @@ def test_cli_models_table(capsys) -> None:
 
 
 def test_cli_unknown_model(capsys) -> None:
-    try:
+    with pytest.raises(SystemExit) as exc:
         main(["models", "ssd300"])
-    except SystemExit as exc:
-        assert exc.code == 2
+    assert exc.value.code == 2
     assert "unknown model 'ssd300'" in capsys.readouterr().err

@@ -1,4 +1,10 @@
-"""The typed training configuration: defaults, YAML recipes, command-line flags, validation."""
+"""Typed configurations: each field is a default, a command-line flag with its help line, and a YAML key.
+
+:class:`TrainConfig` is ``singleshot train``, :class:`ValConfig` is ``singleshot val``. Every field is declared
+with :func:`setting` (its default and one sentence of help); :func:`add_config_flags` turns the fields into
+flags, :func:`resolve` layers defaults, a ``--config`` YAML recipe and the flags given, and
+:meth:`Config.from_dict` checks keys ("did you mean") and types.
+"""
 
 from __future__ import annotations
 
@@ -7,71 +13,86 @@ import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import yaml
 
+from singleshot.data.transforms import PRESETS
+
+C = TypeVar("C", bound="Config")
+
+
+def setting(default: Any = MISSING, help: str = "", positional: bool = False) -> Any:
+    """A config field: ``default`` (lists are copied per instance; MISSING makes it required), a help line, and
+    whether the command line takes it as a positional argument instead of a ``--flag``."""
+    metadata = {"help": help, "positional": positional}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+# -- fields shared by several commands (one default each) -----------------------------------------------
+def _batch(default: int) -> Any:
+    return setting(default, "images per batch (per process under torchrun)")
+
+
+def _workers(default: int) -> Any:
+    return setting(default, "data-loading processes (0 loads in the main process)")
+
+
+def _device() -> Any:
+    return setting("auto", "auto (this process's GPU when there is one, else the CPU) | cpu | cuda | cuda:N")
+
+
+def _project(task: str) -> Any:
+    return setting(f"runs/{task}", "folder that holds the run folders")
+
+
+def _name() -> Any:
+    return setting("exp", "run folder name; a taken name gets a number (exp2, exp3, ...) unless --exist-ok")
+
+
+def _exist_ok() -> Any:
+    return setting(False, "write into an existing run folder instead of making a new numbered one")
+
+
+def _train_split() -> Any:
+    return setting("train", "split to train on, where the dataset has named splits")
+
+
+def _val_split() -> Any:
+    return setting("val", "split to evaluate on, where the dataset has named splits")
+
+
+def _classes() -> Any:
+    return setting(None, "class names in label order; none reads them from the data")
+
 
 @dataclass
-class TrainConfig:
-    """Everything a training run depends on. Saved, resolved, as ``config.yaml`` in each run folder."""
+class Config:
+    """Shared behaviour of the typed configs: dicts, YAML, checks."""
 
-    model: str = "ssdlite320_mobilenet_v3"
-    data: str | None = None  # dataset path; None trains on synthetic shapes
-    train_split: str = "train"
-    val_split: str = "val"
-    classes: list[str] | None = None  # class names in label order; None reads them from the data
-    synthetic_train: int = 2000  # synthetic shapes: training images
-    synthetic_val: int = 200  # synthetic shapes: held-out images (another seed)
-    epochs: int = 30
-    batch: int = 16
-    imgsz: int | None = None  # input side; None keeps the model's (300, 320, 512)
-    augment: str | None = None  # ssd | ssdlite | eval; None picks the model family's preset
-    lr: float = 0.05  # peak learning rate for a batch of 16 (scaled linearly with the global batch)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4  # paper section 3 (VGG16); not applied to norms and biases
-    warmup_epochs: float = 1.0
-    schedule: Literal["cosine", "multistep"] = "cosine"
-    milestones: list[float] = field(default_factory=lambda: [2 / 3, 8 / 9])  # multistep: fractions of training
-    gamma: float = 0.1
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    ema: bool | None = None  # None: on when training from scratch
-    ema_decay: float = 0.9998
-    grad_clip: float = 10.0  # max gradient norm; 0 disables
-    eval_every: int = 1  # epochs between evaluations; 0 evaluates only at the end
-    workers: int = 2
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    project: str = "runs/train"
-    name: str = "exp"
-    exist_ok: bool = False  # reuse runs/train/<name> instead of making <name>2, <name>3, ...
-    weights: str | None = None  # initial weights (.safetensors of ours, or a torchvision SSD state dict)
-    resume: str | None = None  # a run folder or its last.pt
-    save_every_steps: int = 0  # also checkpoint every N steps (0: at epoch ends only)
-    max_steps: int = 0  # stop after this many steps in total (0: no limit)
-    predict_images: int = 8  # annotated held-out images written at the end
+    #: What the config is for, in its error messages ("invalid <what> config: ...").
+    what: ClassVar[str] = "command"
 
-    def validate(self) -> TrainConfig:
-        """Check values that types alone do not; returns self."""
-        positive = {"epochs": self.epochs, "batch": self.batch, "lr": self.lr}
-        bad = [f"{k}={v}" for k, v in positive.items() if v <= 0]
-        if self.imgsz is not None and self.imgsz < 32:
-            bad.append(f"imgsz={self.imgsz}")
-        if self.workers < 0 or self.eval_every < 0 or self.max_steps < 0 or self.save_every_steps < 0:
-            bad.append("workers, eval_every, max_steps and save_every_steps must be >= 0")
-        if not 0 < self.ema_decay < 1:
-            bad.append(f"ema_decay={self.ema_decay}")
+    def problems(self) -> list[str]:
+        """Values that types alone do not rule out, each as ``name=value`` or a sentence."""
+        return []
+
+    def validate(self) -> Self:
+        """Raise a ValueError listing every :meth:`problems`; returns self."""
+        bad = self.problems()
         if bad:
-            raise ValueError(f"invalid training config: {', '.join(bad)}")
+            raise ValueError(f"invalid {self.what} config: {', '.join(bad)}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> Self:
         """Build from a mapping; unknown keys fail with a "did you mean", values are type-checked."""
         known = {f.name: f for f in fields(cls)}
         unknown = [k for k in values if k not in known]
@@ -81,12 +102,15 @@ class TrainConfig:
                 close = difflib.get_close_matches(k, known, n=1)
                 hints.append(f"'{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
             raise ValueError(f"{source}: unknown key(s) {', '.join(hints)}")
+        missing = [f.name for f in fields(cls) if _required(f) and f.name not in values]
+        if missing:
+            raise ValueError(f"{source}: missing required key(s) {', '.join(missing)}")
         hints = typing.get_type_hints(cls)
         checked = {k: _coerce(k, v, hints[k], source) for k, v in values.items()}
         return cls(**checked).validate()
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> TrainConfig:
+    def from_yaml(cls, path: str | Path) -> Self:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
@@ -97,6 +121,119 @@ class TrainConfig:
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+@dataclass
+class TrainConfig(Config):
+    """Everything a training run depends on. Saved, resolved, as ``config.yaml`` in each run folder."""
+
+    model: str = setting("ssdlite320_mobilenet_v3", "model variant (see `singleshot models`)")
+    data: str | None = setting(
+        None, "dataset folder or file (VOC, COCO or YOLO, detected); none trains on synthetic shapes"
+    )
+    train_split: str = _train_split()
+    val_split: str = _val_split()
+    classes: list[str] | None = _classes()
+    synthetic_train: int = setting(2000, "synthetic shapes: number of training images")
+    synthetic_val: int = setting(200, "synthetic shapes: number of held-out images (drawn from another seed)")
+    epochs: int = setting(30, "passes over the training set")
+    batch: int = _batch(16)
+    imgsz: int | None = setting(None, "input side in pixels; none keeps the model's own (300, 320 or 512)")
+    augment: Literal[PRESETS] | None = setting(  # type: ignore[valid-type]
+        None, "augmentation preset; none picks ssdlite for SSDLite models and ssd for the others"
+    )
+    lr: float = setting(0.05, "peak learning rate of SGD (used as given, not scaled with the batch size)")
+    momentum: float = setting(0.9, "SGD momentum (paper section 3)")
+    weight_decay: float = setting(5e-4, "L2 weight decay on conv/linear weights, not norms or biases (paper, VGG16)")
+    warmup_epochs: float = setting(1.0, "linear learning-rate warm-up from 0.1% of --lr, in epochs")
+    schedule: Literal["cosine", "multistep"] = setting("cosine", "decay after warm-up: cosine to 1%, or multistep")
+    milestones: list[float] = setting([2 / 3, 8 / 9], "multistep: where --gamma applies, as fractions of training")
+    gamma: float = setting(0.1, "multistep: learning-rate factor at each milestone")
+    amp: Literal["auto", "off", "bf16", "fp16"] = setting(
+        "auto", "mixed precision: auto is fp16 on CUDA, bf16 on CPUs with AMX/AVX512-BF16, else off"
+    )
+    ema: bool | None = setting(
+        None, "keep an exponential moving average of the weights; none: only when training from scratch"
+    )
+    ema_decay: float = setting(0.9998, "EMA decay per step (warmed up over the first few thousand steps)")
+    grad_clip: float = setting(10.0, "clip the gradient norm to this (0 disables)")
+    eval_every: int = setting(1, "epochs between evaluations (0: only after the last epoch)")
+    workers: int = _workers(2)
+    seed: int = setting(0, "seed of initialisation, shuffling and augmentation (runs repeat bit for bit)")
+    device: str = _device()
+    project: str = _project("train")
+    name: str = _name()
+    exist_ok: bool = _exist_ok()
+    weights: str | None = setting(None, "initial weights: our .safetensors, or a torchvision SSD state dict (.pth)")
+    resume: str | None = setting(None, "continue a run exactly where it stopped: its folder or its last.pt")
+    save_every_steps: int = setting(0, "also write last.pt every N steps (0: at the end of each epoch only)")
+    max_steps: int = setting(0, "stop after this many optimiser steps in total, checkpoint kept (0: no limit)")
+    predict_images: int = setting(8, "held-out images drawn with predictions beside ground truth at the end")
+
+    what: ClassVar[str] = "training"
+
+    def problems(self) -> list[str]:
+        positive = {"epochs": self.epochs, "batch": self.batch, "lr": self.lr}
+        bad = [f"{k}={v}" for k, v in positive.items() if v <= 0]
+        if self.imgsz is not None and self.imgsz < 32:
+            bad.append(f"imgsz={self.imgsz}")
+        if self.workers < 0 or self.eval_every < 0 or self.max_steps < 0 or self.save_every_steps < 0:
+            bad.append("workers, eval_every, max_steps and save_every_steps must be >= 0")
+        if not 0 < self.ema_decay < 1:
+            bad.append(f"ema_decay={self.ema_decay}")
+        return bad
+
+
+@dataclass
+class ValConfig(Config):
+    """What ``singleshot val`` evaluates and where it writes."""
+
+    weights: str = setting(help=".safetensors weights written by singleshot train")
+    data: str | None = setting(None, "dataset folder or file; none evaluates on held-out synthetic shapes")
+    split: str = setting("val", "split to evaluate (layouts without named splits: train or val of the hold-out)")
+    batch: int = _batch(16)
+    workers: int = _workers(0)
+    device: str = _device()
+    conf: float = setting(0.25, "score threshold of the confusion matrix and the drawn images (AP uses all)")
+    iou: float = setting(0.5, "IoU above which the confusion matrix pairs a detection with an object")
+    images: int = setting(8, "images drawn with predictions beside ground truth")
+    coco: bool = setting(True, "compute the COCO metrics with pycocotools (--no-coco skips the slow part)")
+    synthetic: int = setting(200, "held-out synthetic images to evaluate on when there is no --data")
+    project: str = _project("val")
+    name: str = _name()
+    exist_ok: bool = _exist_ok()
+
+    what: ClassVar[str] = "val"
+
+    def problems(self) -> list[str]:
+        bad = [f"{k}={v}" for k, v in {"batch": self.batch, "synthetic": self.synthetic}.items() if v < 1]
+        if self.workers < 0 or self.images < 0:
+            bad.append("workers and images must be >= 0")
+        if not (0 <= self.conf <= 1 and 0 <= self.iou <= 1):
+            bad.append(f"conf={self.conf} and iou={self.iou} must be in [0, 1]")
+        return bad
+
+
+@dataclass
+class CheckDataConfig(Config):
+    """What ``singleshot check-data`` reads."""
+
+    path: str = setting(help="dataset folder or file (VOC, COCO or YOLO; detected automatically)", positional=True)
+    train_split: str = _train_split()
+    val_split: str = _val_split()
+    classes: list[str] | None = _classes()
+
+
+@dataclass
+class ModelsConfig(Config):
+    """What ``singleshot models`` shows."""
+
+    model: list[str] = setting([], "models to show; none shows all", positional=True)
+    num_classes: int = setting(20, "object classes, background excluded (20: VOC)")
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is MISSING and f.default_factory is MISSING
 
 
 def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
@@ -135,20 +272,35 @@ def _describe(hint: Any) -> str:
     return "null" if hint is type(None) else hint.__name__
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per config field; flags not given stay absent from the parsed namespace."""
-    hints = typing.get_type_hints(TrainConfig)
-    for f in fields(TrainConfig):
+def add_config_flags(parser: argparse.ArgumentParser, cls: type[Config]) -> None:
+    """One ``--flag`` per field of ``cls``, with the field's help line and default; flags not given stay absent
+    from the parsed namespace (so a ``--config`` recipe is not overridden by defaults)."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
         hint = hints[f.name]
         flag = "--" + f.name.replace("_", "-")
+        required = _required(f)
+        text = f.metadata.get("help", "")
+        if not required:
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            text += f" (default: {default})"
+        text = text.replace("%", "%%")  # argparse formats help with %
+        if f.metadata.get("positional"):
+            kind, nargs, _ = _flag_type(hint)
+            nargs = None if required else ("*" if nargs else "?")
+            parser.add_argument(f.name, type=kind, nargs=nargs, help=text)
+            continue
         union = typing.get_origin(hint) in (types.UnionType, typing.Union)
         if hint is bool or (union and bool in typing.get_args(hint)):
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+            parser.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text
+            )
             continue
         kind, nargs, choices = _flag_type(hint)
         parser.add_argument(
-            flag, dest=f.name, type=kind, nargs=nargs, choices=choices, default=argparse.SUPPRESS, help=_help(f)
-        )
+            flag, dest=f.name, type=kind, nargs=nargs, choices=choices, required=required,
+            default=argparse.SUPPRESS, help=text,
+        )  # fmt: skip
 
 
 def _flag_type(hint: Any) -> tuple[Any, str | None, list[Any] | None]:
@@ -162,16 +314,23 @@ def _flag_type(hint: Any) -> tuple[Any, str | None, list[Any] | None]:
     return base, None, None
 
 
-def _help(f: dataclasses.Field) -> str:
-    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    return f"(default: {default})"
-
-
-def resolve(args: argparse.Namespace) -> TrainConfig:
-    """Defaults, then the ``--config`` YAML, then the flags given on the command line."""
+def resolve(cls: type[C], args: argparse.Namespace) -> C:
+    """Defaults, then the ``--config`` YAML (when the command has one), then the flags given."""
     values: dict[str, Any] = {}
     if getattr(args, "config", None):
-        values.update(TrainConfig.from_yaml(args.config).to_dict())
-    names = {f.name for f in fields(TrainConfig)}
+        values.update(cls.from_yaml(args.config).to_dict())
+    names = {f.name for f in fields(cls)}
     values.update({k: v for k, v in vars(args).items() if k in names})
-    return TrainConfig.from_dict(values, source="command line")
+    return cls.from_dict(values, source="command line")
+
+
+__all__ = [
+    "CheckDataConfig",
+    "Config",
+    "ModelsConfig",
+    "TrainConfig",
+    "ValConfig",
+    "add_config_flags",
+    "resolve",
+    "setting",
+]

@@ -10,7 +10,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, make_grid
 
-from singleshot.evaluate import MetricReport
+from singleshot.metrics import MetricReport
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#fabebe"]
 
@@ -128,7 +128,7 @@ def plot_pr_curves(report: MetricReport, out_path: str | Path) -> None:
 def plot_confusion_matrix(
     matrix: Tensor, class_names: Sequence[str], out_path: str | Path, conf: float, iou: float
 ) -> None:
-    """The ``(C + 1, C + 1)`` matrix of :func:`~singleshot.evaluate.confusion_matrix` (rows: true class, columns:
+    """The ``(C + 1, C + 1)`` matrix of :func:`~singleshot.metrics.confusion_matrix` (rows: true class, columns:
     predicted class, background last), each row normalised to 1 with the raw counts written in the cells."""
     plt = _pyplot()
     order = [*range(1, len(class_names) + 1), 0]  # background last, as people read it

@@ -44,7 +44,8 @@ def select_candidates(scores: Tensor, threshold: float, per_class: int) -> tuple
 
 
 class PostProcessor(nn.Module):
-    """Turns head outputs into detections.
+    """Turns head outputs into detections. The defaults are the original's test settings (paper section 3,
+    the released SSD300/SSD512 deploy files), also torchvision's SSD300 settings.
 
     Args:
         score_threshold: per-class scores must exceed this (original: 0.01).

@@ -1,127 +1,151 @@
-"""Importing weights from torchvision's SSD models.
-
-torchvision's ``ssd300_vgg16`` and ``ssdlite320_mobilenet_v3_large`` have the same layers as ours under other
-names, and the same prediction order (cells row-major, then default boxes in the order of
-:mod:`singleshot.priors`), so conversion is a renaming of state-dict keys. Two documented differences:
-
-* torchvision counts background in ``num_classes`` (COCO: 91); ours counts object classes only (90).
-* torchvision's SSD300 uses its own COCO default-box scales (0.07 .. 1.05) and clamps box widths and heights to
-  the image: :func:`torchvision_default_boxes` gives that design, to pass to our builder.
+"""The user weight file: ``.safetensors`` with the model name, class names and preprocessing in its metadata,
+enough to rebuild the model with nothing else (:func:`load_model`). Read without executing code, written
+atomically (:func:`atomic_write`: a kill at any moment leaves the old file or the new one, never a torn one).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
-from singleshot.models import SSD300_BOXES, SSDLITE320_BOXES, build
-from singleshot.postprocess import PostProcessor
-from singleshot.priors import DefaultBoxConfig
+from singleshot import __version__
+from singleshot.models import build
 from singleshot.ssd import SSD
 
-Rule = tuple[str, str | Callable[[re.Match[str]], str]]
-
-_HEAD_RULES: list[Rule] = [
-    (r"^head\.classification_head\.module_list\.", "head.cls."),
-    (r"^head\.regression_head\.module_list\.", "head.reg."),
-]
-#: (pattern, replacement) applied in order; the first that matches a key renames it.
-_RULES: dict[str, list[Rule]] = {
-    "ssd300_vgg16": [
-        (r"^backbone\.features\.", "backbone.conv4."),
-        (r"^backbone\.scale_weight$", "backbone.l2norm.weight"),
-        (r"^backbone\.extra\.0\.7\.", "backbone.fc."),  # torchvision nests fc6/fc7 inside extra.0
-        (r"^backbone\.extra\.0\.", "backbone.conv5."),
-        # fc6/fc7 are torchvision's extra.0 but a module of their own here, so extra.k is our extras.(k-1).
-        (r"^backbone\.extra\.(\d+)\.", lambda m: f"backbone.extras.{int(m.group(1)) - 1}."),
-        *_HEAD_RULES,
-    ],
-    "ssdlite320_mobilenet_v3": [
-        (r"^backbone\.features\.", "backbone.body."),
-        (r"^backbone\.extra\.", "backbone.extras."),
-        *_HEAD_RULES,
-    ],
-}
-_ALIASES = {"ssdlite320_mobilenet_v3_large": "ssdlite320_mobilenet_v3"}
-
-#: torchvision's SSD300 postprocessing equals the original's; its SSDLite settings differ.
-_TORCHVISION_POSTPROCESS = {
-    "ssd300_vgg16": (0.01, 0.45, 400, 200),
-    "ssdlite320_mobilenet_v3": (0.001, 0.55, 300, 300),
-}
+#: The ``format`` value in the metadata of every weight file singleshot writes.
+FORMAT = "singleshot"
 
 
-def _canonical(name: str) -> str:
-    name = _ALIASES.get(name, name)
-    if name not in _RULES:
-        raise KeyError(f"no torchvision conversion for '{name}'; supported: {', '.join(_RULES)}")
-    return name
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` then move the finished file onto ``path`` in one rename (same folder, flushed
+    to disk first)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def _rename(key: str, rules: list[Rule]) -> str | None:
-    for pattern, replacement in rules:
-        if re.match(pattern, key):
-            return re.sub(pattern, replacement, key, count=1)
-    return None
+@dataclass(frozen=True)
+class WeightsMetadata:
+    """What a weight file says about its model (safetensors metadata is a ``str -> str`` map: lists are JSON)."""
+
+    model: str
+    class_names: list[str]
+    image_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    version: str = __version__
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @classmethod
+    def of(cls, model: SSD, class_names: Sequence[str]) -> WeightsMetadata:
+        if len(class_names) != model.num_classes:
+            raise ValueError(f"{len(class_names)} class names for a model of {model.num_classes} classes")
+        p = model.preprocessing
+        return cls(model.name, list(class_names), tuple(p.image_size), tuple(p.mean), tuple(p.std))
+
+    def to_strings(self) -> dict[str, str]:
+        return {
+            "format": FORMAT,
+            "singleshot_version": self.version,
+            "model": self.model,
+            "num_classes": str(self.num_classes),
+            "classes": json.dumps(self.class_names),
+            "image_size": json.dumps(list(self.image_size)),
+            "mean": json.dumps(list(self.mean)),
+            "std": json.dumps(list(self.std)),
+        }
+
+    @classmethod
+    def from_strings(cls, meta: Mapping[str, str], source: str | Path) -> WeightsMetadata:
+        """Parse a file's metadata; a clear error when it is not singleshot's."""
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{source}: no singleshot metadata (model name, classes); was it saved by singleshot?")
+        try:
+            names = json.loads(meta["classes"])
+            if len(names) != int(meta["num_classes"]):
+                raise ValueError(f"{len(names)} class names for num_classes={meta['num_classes']}")
+            h, w = json.loads(meta["image_size"])
+            return cls(
+                model=meta["model"],
+                class_names=[str(n) for n in names],
+                image_size=(int(h), int(w)),
+                mean=tuple(float(v) for v in json.loads(meta["mean"])),  # type: ignore[arg-type]
+                std=tuple(float(v) for v in json.loads(meta["std"])),  # type: ignore[arg-type]
+                version=meta.get("singleshot_version", "?"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: damaged singleshot metadata ({exc})") from exc
 
 
-def from_torchvision(state_dict: Mapping[str, Tensor], name: str) -> dict[str, Tensor]:
-    """Convert a torchvision SSD state dict into one for our model ``name``.
-
-    Args:
-        state_dict: of ``torchvision.models.detection.ssd300_vgg16`` or ``ssdlite320_mobilenet_v3_large``.
-        name: ``"ssd300_vgg16"`` or ``"ssdlite320_mobilenet_v3"`` (torchvision's name is accepted too).
-
-    Raises:
-        KeyError: a key that has no place in our model (wrong ``name``, or not a torchvision SSD).
-    """
-    rules = _RULES[_canonical(name)]
-    out: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        new = _rename(key, rules)
-        if new is None:
-            raise KeyError(f"torchvision key '{key}' has no counterpart in {name}: is this a torchvision {name}?")
-        out[new] = value
-    return out
+def save_weights(
+    model: SSD, path: str | Path, class_names: Sequence[str], state_dict: Mapping[str, Tensor] | None = None
+) -> None:
+    """Write ``model``'s weights (or ``state_dict``, e.g. its EMA) as ``.safetensors`` with metadata."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in (state_dict or model.state_dict()).items()}
+    meta = WeightsMetadata.of(model, class_names).to_strings()
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
-def torchvision_default_boxes(name: str) -> DefaultBoxConfig:
-    """The default boxes torchvision's model ``name`` was trained with."""
-    name = _canonical(name)
-    if name == "ssdlite320_mobilenet_v3":
-        return SSDLITE320_BOXES
-    scales = (0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05)  # torchvision's COCO SSD300
-    return DefaultBoxConfig(
-        image_size=SSD300_BOXES.image_size,
-        feature_sizes=SSD300_BOXES.feature_sizes,
-        steps=SSD300_BOXES.steps,
-        min_sizes=tuple(s * 300 for s in scales[:-1]),
-        max_sizes=tuple(s * 300 for s in scales[1:]),
-        aspect_ratios=SSD300_BOXES.aspect_ratios,
-        clamp_wh=True,
-    )
+def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and raw metadata of a ``.safetensors`` file (any program's)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable .safetensors file ({exc})") from exc
+    return tensors, meta
 
 
-def _num_logits(state_dict: Mapping[str, Tensor], boxes: DefaultBoxConfig) -> int:
-    first = sorted(k for k in state_dict if k.startswith("head.cls.0.") and k.endswith("weight"))[-1]
-    return int(state_dict[first].shape[0]) // boxes.boxes_per_location()[0]
+def load_model(path: str | Path) -> tuple[SSD, list[str]]:
+    """Rebuild the model saved by :func:`save_weights`; returns it (in eval mode) and its class names."""
+    tensors, raw = read_weights(path)
+    meta = WeightsMetadata.from_strings(raw, path)
+    model = build(meta.model, num_classes=meta.num_classes, image_size=meta.image_size)
+    model.load_state_dict(tensors)
+    return model.eval(), meta.class_names
 
 
-def build_from_torchvision(state_dict: Mapping[str, Tensor], name: str) -> SSD:
-    """Our model carrying torchvision's weights, default boxes and post-processing settings.
+def load_initial_weights(model: SSD, path: str | Path) -> str:
+    """Start ``model`` from ``path``: our ``.safetensors``, or a torchvision SSD state dict (converted by
+    :mod:`singleshot.convert.torchvision`; read with ``torch.load(weights_only=True)``). Tensors whose shapes
+    differ (a head for another number of classes) are left as initialised. Returns a one-line report."""
+    if str(path).endswith(".safetensors"):
+        tensors, _ = read_weights(path)
+    else:
+        from singleshot.convert.torchvision import from_torchvision
 
-    The number of classes is read from the weights (torchvision's ``num_classes`` minus background).
-    """
-    name = _canonical(name)
-    converted = from_torchvision(state_dict, name)
-    boxes = torchvision_default_boxes(name)
-    model = build(
-        name,
-        num_classes=_num_logits(converted, boxes) - 1,
-        default_boxes=boxes,
-        postprocess=PostProcessor(*_TORCHVISION_POSTPROCESS[name]),
-    )
-    model.load_state_dict(converted, strict=True)
-    return model
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("model", state) if isinstance(state, dict) else state
+        tensors = from_torchvision(state, model.name)
+    own = model.state_dict()
+    loadable = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(loadable, strict=False)
+    return f"loaded {len(loadable)}/{len(own)} tensors from {path}"
+
+
+__all__ = ["WeightsMetadata", "atomic_write", "load_initial_weights", "load_model", "read_weights", "save_weights"]

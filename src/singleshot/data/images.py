@@ -132,16 +132,39 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 @dataclass
 class DataReport:
-    """Problems met while reading a dataset: what was fixed, dropped or skipped, and where."""
+    """Problems met while reading a dataset: what was fixed, dropped or skipped, and where.
+
+    ``counts`` maps each problem message to the places (file paths) it was met, one entry per occurrence;
+    ``unknown`` maps each class that objects were dropped for (not in the class list) to the places those objects
+    were met, so that callers need not parse messages (see :attr:`unknown_classes`).
+    """
 
     counts: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    unknown: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
-    def add(self, problem: str, where: str | Path) -> None:
-        self.counts[problem].append(str(where))
+    def add(self, problem: str, where: str | Path, count: int = 1) -> None:
+        """Count ``count`` occurrences of ``problem`` at ``where`` (``count`` 0 records nothing)."""
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        if count:
+            self.counts[problem].extend([str(where)] * count)
+
+    def add_unknown_class(self, name: str | int | None, where: str | Path, problem: str) -> None:
+        """Count an object dropped at ``where`` because its class ``name`` (a class name, YOLO class index or COCO
+        category id) is not in the class list; ``problem`` is the human-readable message it is counted under."""
+        self.add(problem, where)
+        self.unknown[str(name)].append(str(where))
+
+    @property
+    def unknown_classes(self) -> list[str]:
+        """Sorted names (as strings) of the unknown classes that objects were dropped for."""
+        return sorted(self.unknown)
 
     def merge(self, other: DataReport) -> None:
         for k, v in other.counts.items():
             self.counts[k].extend(v)
+        for k, v in other.unknown.items():
+            self.unknown[k].extend(v)
 
     def total(self, problem: str) -> int:
         return len(self.counts.get(problem, []))

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from singleshot.data.transforms import DetectionTransform, Target, seeded
+from singleshot.data.transforms import DetectionTransform, seeded
+from singleshot.types import Target
 
 
 class Augmented(Dataset):

@@ -17,6 +17,8 @@ from PIL import Image, ImageChops, ImageDraw
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from singleshot.types import Target
+
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
 
 
@@ -116,7 +118,10 @@ def _acceptable(box: list[float], earlier: list[list[float]]) -> bool:
 class SyntheticShapes(Dataset):
     """``num_images`` synthetic images of ``size`` pixels (see the module docstring).
 
-    Items are ``(image uint8 [3, H, W], {"boxes", "labels", "difficult", "image_id"})`` like every dataset here.
+    Items are ``(image uint8 [3, H, W], Target)`` like every dataset here: ``boxes`` (N, 4) float32 xyxy pixels,
+    ``labels`` (N,) int64 in 1..C, ``difficult`` (N,) bool (all False), ``image_id`` () the index. It satisfies
+    :class:`~singleshot.data.dataset.EvaluationData`: image ids are the indices, category ids the labels 1..C, and
+    boxes are continuous coordinates (``pixel_indices`` False).
     """
 
     classes: tuple[str, ...] = CLASSES
@@ -141,18 +146,22 @@ class SyntheticShapes(Dataset):
         self.min_scale = min_scale
         self.max_scale = max_scale
         self.root = f"synthetic:shapes(seed={seed}, n={num_images})"
+        self.class_names: list[str] = list(CLASSES)
+        self.image_ids: list[int] = list(range(num_images))
+        self.category_ids: list[int] = list(range(1, len(CLASSES) + 1))
+        self.pixel_indices = False
 
     def __len__(self) -> int:
         return self.num_images
 
-    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
         if not 0 <= index < self.num_images:
             raise IndexError(index)
         image, boxes, labels = render(self.seed, index, self.size, self.max_objects, self.min_scale, self.max_scale)
-        target = {
-            "boxes": boxes,
-            "labels": labels,
-            "difficult": torch.zeros(len(labels), dtype=torch.bool),
-            "image_id": torch.tensor(index),
-        }
+        target = Target(
+            boxes=boxes,
+            labels=labels,
+            difficult=torch.zeros(len(labels), dtype=torch.bool),
+            image_id=torch.tensor(index),
+        )
         return image, target

@@ -14,13 +14,15 @@ Boxes that the crop leaves smaller than 1 pixel are dropped together with their 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torchvision.transforms.v2 as T
 from torch import Tensor
 from torchvision import tv_tensors
 
-Target = dict[str, Tensor]
+from singleshot.types import Target
+
 PRESETS = ("ssd", "ssdlite", "eval")
 
 
@@ -48,7 +50,7 @@ class DetectionTransform:
         wrapped["boxes"] = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(h, w))
         image, out = self.pipeline(tv_tensors.Image(image), wrapped)
         out = {k: v.as_subclass(Tensor) if isinstance(v, Tensor) else v for k, v in out.items()}
-        return image.as_subclass(Tensor), out
+        return image.as_subclass(Tensor), cast(Target, out)
 
 
 def build_transforms(

@@ -165,8 +165,7 @@ def _vgg_ssd(
         default_boxes=boxes,
         num_classes=num_classes,
         preprocessing=Preprocessing(input_size(image_size, boxes.image_size), mean, std),
-        # The original's test settings: score 0.01, NMS 0.45, 400 candidates per class, 200 per image.
-        postprocess=postprocess or PostProcessor(0.01, 0.45, 400, 200),
+        postprocess=postprocess or PostProcessor(),  # the original's test settings (PostProcessor's defaults)
     )
 
 

@@ -6,29 +6,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import voc_object, voc_xml
 from PIL import Image
 
-from singleshot.data.formats import detect_format, open_dataset
 from singleshot.data.images import ImageError, read_image
+from singleshot.data.readers import detect_format, open_dataset
 
 
 def _rgb(w: int = 80, h: int = 60, seed: int = 0) -> Image.Image:
     return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
 
 
-def _xml(objects: str, w: int = 80, h: int = 60) -> str:
-    return f"<annotation><size><width>{w}</width><height>{h}</height><depth>3</depth></size>{objects}</annotation>"
-
-
-def _obj(name: str, box: tuple, difficult: int = 0) -> str:
-    x1, y1, x2, y2 = box
-    return (
-        f"<object><name>{name}</name><difficult>{difficult}</difficult>"
-        f"<bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
-    )
-
-
-GOOD = _obj("cat", (10, 10, 40, 40)) + _obj("dog", (20, 5, 70, 50))
+GOOD = voc_object("cat", (10, 10, 40, 40)) + voc_object("dog", (20, 5, 70, 50))
 
 
 @pytest.fixture
@@ -47,17 +36,17 @@ def corpus(tmp_path: Path) -> Path:
             (ann / f"{stem}.xml").write_text(xml)
         cases[stem] = xml or ""
 
-    add("good", _xml(GOOD), lambda d: _rgb().save(d / "good.jpg"))
-    add("empty", _xml(GOOD), lambda d: (d / "empty.jpg").write_bytes(b""))
-    add("garbage", _xml(GOOD), lambda d: (d / "garbage.jpg").write_bytes(b"this is not a jpeg" * 20))
+    add("good", voc_xml(GOOD), lambda d: _rgb().save(d / "good.jpg"))
+    add("empty", voc_xml(GOOD), lambda d: (d / "empty.jpg").write_bytes(b""))
+    add("garbage", voc_xml(GOOD), lambda d: (d / "garbage.jpg").write_bytes(b"this is not a jpeg" * 20))
     _rgb(seed=1).save(tmp_path / "full.jpg")
     data = (tmp_path / "full.jpg").read_bytes()
-    add("truncated", _xml(GOOD), lambda d: (d / "truncated.jpg").write_bytes(data[: len(data) // 2]))
-    add("gray", _xml(GOOD), lambda d: _rgb().convert("L").save(d / "gray.png"))
-    add("rgba", _xml(GOOD), lambda d: _rgb().convert("RGBA").save(d / "rgba.png"))
-    add("cmyk", _xml(GOOD), lambda d: _rgb().convert("CMYK").save(d / "cmyk.jpg"))
+    add("truncated", voc_xml(GOOD), lambda d: (d / "truncated.jpg").write_bytes(data[: len(data) // 2]))
+    add("gray", voc_xml(GOOD), lambda d: _rgb().convert("L").save(d / "gray.png"))
+    add("rgba", voc_xml(GOOD), lambda d: _rgb().convert("RGBA").save(d / "rgba.png"))
+    add("cmyk", voc_xml(GOOD), lambda d: _rgb().convert("CMYK").save(d / "cmyk.jpg"))
     deep = (np.arange(60 * 80).reshape(60, 80) * 13 % 65536).astype(np.uint16)
-    add("sixteen", _xml(GOOD), lambda d: Image.fromarray(deep).save(d / "sixteen.png"))
+    add("sixteen", voc_xml(GOOD), lambda d: Image.fromarray(deep).save(d / "sixteen.png"))
 
     def exif_image(d: Path) -> None:  # stored 80x60, displayed (orientation 6) as 60x80
         im = _rgb()
@@ -65,19 +54,19 @@ def corpus(tmp_path: Path) -> Path:
         exif[0x0112] = 6
         im.save(d / "exif.jpg", exif=exif)
 
-    add("exif", _xml(_obj("cat", (5, 5, 30, 70)), w=60, h=80), exif_image)
-    add("bomb", _xml(GOOD), lambda d: Image.new("L", (12000, 9000)).save(d / "bomb.png"))
-    add("nobndbox", _xml("<object><name>cat</name></object>" + GOOD), lambda d: _rgb().save(d / "nobndbox.jpg"))
-    add("nonnumeric", _xml(_obj("cat", ("a", 1, 20, 20)) + GOOD), lambda d: _rgb().save(d / "nonnumeric.jpg"))
-    add("inverted", _xml(_obj("cat", (40, 40, 10, 10))), lambda d: _rgb().save(d / "inverted.jpg"))
-    add("zeroarea", _xml(_obj("cat", (10, 10, 10, 30)) + GOOD), lambda d: _rgb().save(d / "zeroarea.jpg"))
+    add("exif", voc_xml(voc_object("cat", (5, 5, 30, 70)), w=60, h=80), exif_image)
+    add("bomb", voc_xml(GOOD), lambda d: Image.new("L", (12000, 9000)).save(d / "bomb.png"))
+    add("nobndbox", voc_xml("<object><name>cat</name></object>" + GOOD), lambda d: _rgb().save(d / "nobndbox.jpg"))
+    add("nonnumeric", voc_xml(voc_object("cat", ("a", 1, 20, 20)) + GOOD), lambda d: _rgb().save(d / "nonnumeric.jpg"))
+    add("inverted", voc_xml(voc_object("cat", (40, 40, 10, 10))), lambda d: _rgb().save(d / "inverted.jpg"))
+    add("zeroarea", voc_xml(voc_object("cat", (10, 10, 10, 30)) + GOOD), lambda d: _rgb().save(d / "zeroarea.jpg"))
     add(
         "outside",
-        _xml(_obj("cat", (-10, 50, 100, 90)) + _obj("dog", (90, 70, 120, 99))),
+        voc_xml(voc_object("cat", (-10, 50, 100, 90)) + voc_object("dog", (90, 70, 120, 99))),
         lambda d: _rgb().save(d / "outside.jpg"),
     )
-    add("unknown", _xml(_obj("zebra", (1, 1, 20, 20)) + GOOD), lambda d: _rgb().save(d / "unknown.jpg"))
-    add("noobjects", _xml(""), lambda d: _rgb().save(d / "noobjects.jpg"))
+    add("unknown", voc_xml(voc_object("zebra", (1, 1, 20, 20)) + GOOD), lambda d: _rgb().save(d / "unknown.jpg"))
+    add("noobjects", voc_xml(""), lambda d: _rgb().save(d / "noobjects.jpg"))
     add("badxml", "<annotation><object>", lambda d: _rgb().save(d / "badxml.jpg"))
     (root / "ImageSets" / "Main" / "train.txt").write_text("\n".join(cases))
     (root / "ImageSets" / "Main" / "val.txt").write_text("good\n")
@@ -156,7 +145,9 @@ def test_difficult_is_kept(tmp_path: Path) -> None:
     root.mkdir()
     for i in range(30):
         _rgb(seed=i).save(root / f"img{i}.jpg")
-        (root / f"img{i}.xml").write_text(_xml(_obj("cat", (10, 10, 40, 40), difficult=1) + _obj("dog", (1, 1, 9, 9))))
+        (root / f"img{i}.xml").write_text(
+            voc_xml(voc_object("cat", (10, 10, 40, 40), difficult=1) + voc_object("dog", (1, 1, 9, 9)))
+        )
     assert detect_format(root) == "voc"
     bundle = open_dataset(root)
     assert len(bundle.train) + len(bundle.val) == 30 and len(bundle.val) >= 1
@@ -193,7 +184,7 @@ def test_coco_reader(tmp_path: Path) -> None:
 
 
 def test_open_split_reads_one_split_once(corpus: Path) -> None:
-    from singleshot.data.formats import open_split
+    from singleshot.data.readers import open_split
 
     dataset, report = open_split(corpus, "train", ["cat", "dog"])
     both = open_dataset(corpus, classes=["cat", "dog"])
@@ -247,9 +238,137 @@ def test_training_view_drops_difficult_objects(tmp_path: Path) -> None:
     root.mkdir()
     for i in range(30):
         _rgb(seed=i).save(root / f"img{i}.jpg")
-        (root / f"img{i}.xml").write_text(_xml(_obj("cat", (10, 10, 40, 40), difficult=1) + _obj("dog", (1, 1, 9, 9))))
+        (root / f"img{i}.xml").write_text(
+            voc_xml(voc_object("cat", (10, 10, 40, 40), difficult=1) + voc_object("dog", (1, 1, 9, 9)))
+        )
     bundle = open_dataset(root)
     _, target = Augmented(bundle.train, build_transforms("eval", (60, 80)))[0]
     assert target["labels"].tolist() == [2] and target["difficult"].tolist() == [False]
     _, kept = Augmented(bundle.train, build_transforms("eval", (60, 80)), keep_difficult=True)[0]
     assert kept["labels"].tolist() == [1, 2]
+
+
+# -- the report's structure, split naming and the hold-out ------------------------------------------------------
+def test_report_add_counts_and_unknown_classes_are_structured() -> None:
+    from singleshot.data.images import DataReport
+
+    report = DataReport()
+    report.add("box clipped to the image", "a.jpg", count=3)
+    report.add("box clipped to the image", "b.jpg")
+    report.add("zero-area box dropped", "a.jpg", count=0)  # nothing to count: no entry at all
+    assert report.total("box clipped to the image") == 4
+    assert report.counts["box clipped to the image"] == ["a.jpg", "a.jpg", "a.jpg", "b.jpg"]
+    assert "zero-area box dropped" not in report.counts
+    with pytest.raises(ValueError, match="count"):
+        report.add("box clipped to the image", "a.jpg", count=-1)
+    report.add_unknown_class("zebra", "x.xml", "object of unknown class 'zebra' dropped")
+    other = DataReport()
+    other.add_unknown_class(7, "y.txt", "object of unknown class 7 dropped")
+    report.merge(other)
+    assert report.unknown_classes == ["7", "zebra"]
+    assert report.total("object of unknown class 7 dropped") == 1
+
+
+def test_unknown_classes_voc_by_name(corpus: Path) -> None:
+    assert open_dataset(corpus, classes=["cat", "dog"]).report.unknown_classes == ["zebra"]
+    assert open_dataset(corpus).report.unknown_classes == []  # names from the data: nothing unknown
+
+
+def test_unknown_classes_yolo_by_index(tmp_path: Path) -> None:
+    root = tmp_path / "yolo"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    _rgb().save(root / "images" / "a.jpg")
+    (root / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n12 0.5 0.5 0.1 0.1\n3 0.5 0.5 0.1 0.1\n")
+    (root / "data.yaml").write_text("train: images\nval: images\nnames: [person, bike]\n")
+    bundle = open_dataset(root)
+    assert bundle.report.unknown_classes == ["12", "3"]  # sorted as strings
+    # the message is unchanged; counted once per split that lists the image (train and val are both images/)
+    assert bundle.report.total("object of unknown class 12 dropped") == 2
+
+
+def test_unknown_classes_coco_by_category_id(tmp_path: Path) -> None:
+    root = tmp_path / "coco"
+    (root / "train").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    _rgb().save(root / "train" / "a.jpg")
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 80, "height": 60}],
+        "categories": [{"id": 18, "name": "dog"}, {"id": 3, "name": "car"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 18, "bbox": [10, 20, 30, 15]},
+            {"id": 2, "image_id": 1, "category_id": 3, "bbox": [0, 0, 5, 5]},
+            {"id": 3, "image_id": 1, "category_id": 44, "bbox": [0, 0, 5, 5]},
+        ],
+    }
+    (root / "annotations" / "instances_train.json").write_text(json.dumps(data))
+    from singleshot.data.readers import open_split
+
+    dataset, report = open_split(root, "train", classes=["dog"])
+    assert report.unknown_classes == ["3", "44"]
+    assert report.total("object of unknown category id 44 dropped") == 1
+    assert dataset.class_names == ["dog"] and dataset.category_ids == [18]
+    assert dataset.name == f"COCO {root} [train]"
+
+
+def test_open_split_names_the_split(corpus: Path, tmp_path: Path) -> None:
+    from singleshot.data import open_split as reexported
+    from singleshot.data.readers import open_split
+
+    assert reexported is open_split
+    (corpus / "ImageSets" / "Main" / "trainval.txt").write_text("good\ninverted\n")
+    val, _ = open_split(corpus, "val", ["cat", "dog"])
+    assert val.name == f"VOC devkit {corpus} [val]"
+    trainval, report = open_split(corpus, "trainval", ["cat", "dog"])
+    assert trainval.name == f"VOC devkit {corpus} [trainval]" and len(trainval) == 2
+    assert report.total("inverted box corners swapped") == 1
+    bundle = open_dataset(corpus, "trainval", "val", ["cat", "dog"])  # named by split, not by role
+    assert bundle.train.name.endswith(" [trainval]") and bundle.val.name.endswith(" [val]")
+    same = open_dataset(corpus, "trainval", "trainval", ["cat", "dog"])
+    assert same.val is same.train
+
+    root = tmp_path / "plain"
+    root.mkdir()
+    for i in range(30):
+        _rgb(seed=i).save(root / f"img{i}.jpg")
+        (root / f"img{i}.xml").write_text(voc_xml(GOOD))
+    held, _ = open_split(root, "val")
+    kept, _ = open_split(root, "train")
+    assert held.name == f"VOC XML folder (10% held out for validation) {root} [val]"
+    assert kept.name == f"VOC XML folder (10% held out for validation) {root} [train]"
+    with pytest.raises(ValueError, match="no named splits"):
+        open_split(root, "trainval")
+
+
+def test_holdout_splits_are_disjoint_and_cover_every_image(tmp_path: Path) -> None:
+    from singleshot.data.dataset import is_held_out
+
+    root = tmp_path / "plain"
+    root.mkdir()
+    for i in range(60):
+        _rgb(seed=i).save(root / f"img{i:02d}.jpg")
+        if i % 5:  # every fifth image has no XML file: a background image, after the annotated ones
+            (root / f"img{i:02d}.xml").write_text(voc_xml(GOOD))
+    bundle = open_dataset(root)
+    train = [p for p, _, _ in bundle.train.items]
+    val = [p for p, _, _ in bundle.val.items]
+    assert not set(train) & set(val)
+    assert sorted(train + val) == sorted(root.glob("*.jpg"))
+    assert val and all(is_held_out(p) for p in val) and not any(is_held_out(p) for p in train)
+    for items in (train, val):  # annotated images in name order, then those without an XML file
+        annotated = [p for p in items if p.with_suffix(".xml").is_file()]
+        background = [p for p in items if not p.with_suffix(".xml").is_file()]
+        assert items == sorted(annotated) + sorted(background)
+    assert bundle.report.total("image without an annotation file (kept as background)") == 12
+
+
+def test_datasets_satisfy_the_evaluation_protocol(corpus: Path) -> None:
+    from singleshot.data.dataset import DetectionDataset, EvaluationData
+    from singleshot.data.synthetic import SyntheticShapes
+
+    dataset = open_dataset(corpus, classes=["cat", "dog"]).val
+    assert isinstance(dataset, DetectionDataset) and isinstance(dataset, EvaluationData)
+    shapes = SyntheticShapes(4, 64, seed=3)
+    assert isinstance(shapes, EvaluationData)
+    assert shapes.class_names == list(SyntheticShapes.classes) and shapes.image_ids == [0, 1, 2, 3]
+    assert shapes.category_ids == [1, 2, 3] and shapes.pixel_indices is False

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from singleshot.evaluate import (
+from singleshot.metrics import (
     MetricReport,
     ap_from_pr,
     coco_results,

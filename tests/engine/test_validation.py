@@ -3,41 +3,21 @@
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_voc_devkit
 
-from singleshot.checkpoint import save_weights
 from singleshot.cli import main
+from singleshot.config import ValConfig
+from singleshot.data import open_split
 from singleshot.data.synthetic import SyntheticShapes
+from singleshot.engine.validation import validate
+from singleshot.metrics import evaluate_detections
 from singleshot.models import build
-from singleshot.val import validate
-
-
-def _voc_devkit(root: Path, count: int = 6) -> Path:
-    """A VOC devkit of synthetic shapes (val split), object 0 of image 0 marked difficult."""
-    from PIL import Image
-
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (root / sub).mkdir(parents=True)
-    data = SyntheticShapes(count, 160, seed=5)
-    stems = []
-    for i in range(count):
-        image, target = data[i]
-        stem = f"img{i:02d}"
-        stems.append(stem)
-        Image.fromarray(image.permute(1, 2, 0).numpy()).save(root / "JPEGImages" / f"{stem}.jpg", quality=95)
-        objects = "".join(
-            f"<object><name>{SyntheticShapes.classes[label - 1]}</name><difficult>{int(i == 0 and k == 0)}</difficult>"
-            f"<bndbox><xmin>{b[0]:.0f}</xmin><ymin>{b[1]:.0f}</ymin><xmax>{b[2]:.0f}</xmax><ymax>{b[3]:.0f}</ymax>"
-            "</bndbox></object>"
-            for k, (b, label) in enumerate(zip(target["boxes"].tolist(), target["labels"].tolist(), strict=True))
-        )
-        xml = f"<annotation><size><width>160</width><height>160</height></size>{objects}</annotation>"
-        (root / "Annotations" / f"{stem}.xml").write_text(xml)
-    (root / "ImageSets" / "Main" / "val.txt").write_text("\n".join(stems))
-    return root
+from singleshot.weights import save_weights
 
 
 @pytest.fixture
@@ -52,10 +32,9 @@ def test_val_writes_consistent_files(tmp_path: Path, weights: Path) -> None:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    data = _voc_devkit(tmp_path / "voc")
-    result = validate(
-        weights, data, "val", project=tmp_path / "runs", name="v", images=3, progress=False, log=lambda s: None
-    )
+    data = write_voc_devkit(tmp_path / "voc")
+    config = ValConfig(weights=str(weights), data=str(data), project=str(tmp_path / "runs"), name="v", images=3)
+    result = validate(config, progress=False, log=lambda s: None)
     run = result.run_dir
     for name in ("metrics.json", "predictions.json", "pr_curve.png", "confusion_matrix.png"):
         assert (run / name).stat().st_size > 0, name
@@ -73,8 +52,7 @@ def test_val_writes_consistent_files(tmp_path: Path, weights: Path) -> None:
     assert len(predictions) >= sum(result.report.num_detections)  # those matched to difficult objects also there
     assert {"image_id", "category_id", "bbox", "score"} <= set(predictions[0])
     # pycocotools on predictions.json and the dataset's ground truth reproduces metrics.json's COCO figures
-    from singleshot.data.formats import open_split
-    from singleshot.evaluate import coco_ground_truth
+    from singleshot.metrics import coco_ground_truth
 
     dataset, _ = open_split(data, "val", list(SyntheticShapes.classes))
     gts = [dataset[i][1] for i in range(len(dataset))]
@@ -101,21 +79,46 @@ def test_val_command_line_and_clear_errors(tmp_path: Path, weights: Path, capsys
 
 
 def test_val_refuses_data_without_the_models_classes(tmp_path: Path, weights: Path) -> None:
-    data = _voc_devkit(tmp_path / "voc", count=2)
+    data = write_voc_devkit(tmp_path / "voc", count=2)
     for xml in (data / "Annotations").glob("*.xml"):
         xml.write_text(xml.read_text().replace("<name>circle<", "<name>cell<").replace("<name>square<", "<name>cell<")
                        .replace("<name>triangle<", "<name>cell<"))  # fmt: skip
     with pytest.raises(ValueError, match=r"none of the model's classes .* of classes \['cell'\]"):
-        validate(weights, data, "val", project=tmp_path / "runs", progress=False, log=lambda s: None)
+        validate(ValConfig(str(weights), str(data), project=str(tmp_path / "runs")), progress=False, log=lambda s: None)
 
 
+@pytest.mark.slow
 def test_val_on_bccd(tmp_path: Path, bccd: Path) -> None:
     model = build("ssd_tiny160", 3, image_size=160)
     names = ["Platelets", "RBC", "WBC"]
     path = tmp_path / "bccd.safetensors"
     save_weights(model, path, names)
-    result = validate(path, bccd, "val", project=tmp_path, images=1, progress=False, log=lambda s: None)
+    config = ValConfig(str(path), str(bccd), project=str(tmp_path), images=1)
+    result = validate(config, progress=False, log=lambda s: None)
     assert result.report.num_images == 87
-    assert sum(result.report.num_positives) > 300  # BCCD val has hundreds of cells
+    # objects per class, counted here from the XML files of the split (difficult and zero-area boxes left out)
+    counts = dict.fromkeys(names, 0)
+    for stem in (bccd / "ImageSets" / "Main" / "val.txt").read_text().split():
+        for obj in ET.parse(bccd / "Annotations" / f"{stem}.xml").getroot().iter("object"):
+            x1, y1, x2, y2 = (float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax"))
+            if x2 > x1 and y2 > y1 and obj.findtext("difficult", "0").strip() != "1":
+                counts[obj.findtext("name").strip()] += 1
+    assert result.report.num_positives == [counts[n] for n in names]
     assert (result.run_dir / "images" / "000.jpg").is_file()
-    assert torch.isfinite(torch.tensor(result.report.map50))
+    # VOC data: the devkit's pixel convention, reproduced from predictions.json by evaluate_detections
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    predictions = json.loads((result.run_dir / "predictions.json").read_text())
+    dataset, _ = open_split(bccd, "val", names)
+    detections = []
+    for i in range(len(dataset)):
+        mine = [p for p in predictions if p["image_id"] == i]
+        boxes = torch.tensor([p["bbox"] for p in mine], dtype=torch.float64).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        detections.append(
+            {"boxes": boxes, "scores": torch.tensor([p["score"] for p in mine]),
+             "labels": torch.tensor([p["category_id"] for p in mine])}
+        )  # fmt: skip
+    ground_truths = [dataset[i][1] for i in range(len(dataset))]
+    again = evaluate_detections(detections, ground_truths, names, coco=False, pixel_indices=True)
+    assert again.map50_07 == pytest.approx(metrics["summary"]["mAP50_voc07"], abs=1e-6)
+    assert len(predictions) == sum(result.report.num_detections)

@@ -10,13 +10,14 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
-from singleshot.checkpoint import load_checkpoint, load_model, save_checkpoint
 from singleshot.config import TrainConfig
 from singleshot.data import synthetic_bundle
-from singleshot.data.loader import EpochSampler, make_loader
-from singleshot.engine import ModelEMA, evaluate
+from singleshot.engine.checkpoint import load_checkpoint, save_checkpoint
+from singleshot.engine.ema import ModelEMA
+from singleshot.engine.loop import evaluate_model
+from singleshot.engine.trainer import train
 from singleshot.models import build
-from singleshot.train import train
+from singleshot.weights import load_model
 
 
 def _config(tmp_path: Path, **overrides) -> TrainConfig:
@@ -34,6 +35,7 @@ def _same(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.slow
 def test_run_folder_and_resume_match_an_uninterrupted_run(tmp_path: Path) -> None:
     full = train(_config(tmp_path / "a"), progress=False)
     run = full.run_dir
@@ -50,6 +52,8 @@ def test_run_folder_and_resume_match_an_uninterrupted_run(tmp_path: Path) -> Non
     # stopped after 4 steps (mid-epoch 2), then resumed: the same weights as without the stop
     stopped = train(_config(tmp_path / "b", max_steps=4), progress=False)
     assert stopped.global_step == 4
+    stopped_weights, _ = load_model(stopped.run_dir / "weights" / "last.safetensors")  # nothing lost at a stop
+    _same(stopped_weights.state_dict(), stopped.model.state_dict())
     state = load_checkpoint(stopped.run_dir / "last.pt")
     assert (state["epoch"], state["step_in_epoch"]) == (1, 1)
     resumed = train(TrainConfig(resume=str(stopped.run_dir)), progress=False)
@@ -94,20 +98,21 @@ def test_ema_follows_in_place_updates_by_hand() -> None:
     assert int(ema.module[1].num_batches_tracked) == 2  # integer buffers are copied, not averaged
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_with_a_message(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match=r"non-finite loss .* epoch 1, step \d+ .*batch image ids \["):
         train(_config(tmp_path, lr=1e12, grad_clip=0.0, epochs=3), progress=False)
 
 
+@pytest.mark.slow
 def test_training_beats_the_untrained_model(tmp_path: Path) -> None:
     config = _config(tmp_path, imgsz=128, synthetic_train=480, synthetic_val=64, epochs=5, batch=16, lr=0.1)
     data = synthetic_bundle(480, 64, (128, 128), seed=0)
-    loader = make_loader(data.val, 16, EpochSampler(len(data.val), shuffle=False))
     torch.manual_seed(0)
-    names = data.class_names
-    untrained = evaluate(build("ssd_tiny160", 3, image_size=128), loader, torch.device("cpu"), names).map50_07
+    cpu = torch.device("cpu")
+    untrained = evaluate_model(build("ssd_tiny160", 3, image_size=128), data.val, cpu).report.map50_07
     result = train(config, progress=False)
-    trained = evaluate(result.model, loader, torch.device("cpu"), names, coco=False).map50_07
+    trained = evaluate_model(result.model, data.val, cpu, coco=False).report.map50_07
     # measured: untrained 0.001, trained 0.175 (2 CPU cores, 150 steps); asserted with a 2x margin
     assert untrained < 0.02
     assert trained > 0.08, (untrained, trained)
@@ -129,6 +134,7 @@ def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
     torch.save(result.global_step, Path(root) / f"steps{rank}.pt")
 
 
+@pytest.mark.slow
 def test_two_process_ddp_ends_with_identical_weights(tmp_path: Path) -> None:
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     a = torch.load(tmp_path / "rank0.pt", weights_only=True)

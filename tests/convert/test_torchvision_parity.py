@@ -7,7 +7,7 @@ from torchvision.models.detection import ssd300_vgg16, ssdlite320_mobilenet_v3_l
 from torchvision.models.detection.image_list import ImageList
 
 from singleshot.boxes import cxcywh_to_xyxy
-from singleshot.weights import build_from_torchvision, from_torchvision
+from singleshot.convert.torchvision import build_from_torchvision, from_torchvision
 
 
 def _randomise(model: nn.Module) -> None:

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 import torch
 from tqdm import tqdm
 
-from singleshot.data.formats import DetectionDataset, open_dataset
+from singleshot.data.dataset import DetectionDataset
 from singleshot.data.images import DataReport, ImageError, read_image
+from singleshot.data.readers import open_dataset
 
 #: Box-size bins: sqrt(box area) as a fraction of sqrt(image area).
 SIZE_BINS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.4, 0.7, 1.01)

@@ -1,0 +1,241 @@
+"""The loops: one epoch of training, and inference plus metrics over a dataset.
+
+* :class:`Optimization` holds what an optimiser step needs (the model or its DDP wrapper, optimiser,
+  scheduler, mixed precision, EMA, gradient clipping) and takes the step.
+* :func:`train_one_epoch` runs it over a loader, counting steps in a :class:`Position`.
+* :func:`detections_with_targets` and :func:`evaluate_model` run a model over a dataset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from singleshot.data.dataset import EvaluationData
+from singleshot.data.loader import EpochSampler, make_loader
+from singleshot.engine.ema import ModelEMA
+from singleshot.metrics import MetricReport, evaluate_detections
+from singleshot.progress import Progress
+from singleshot.ssd import SSD
+from singleshot.types import Detection, Target
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; raised instead of training on it."""
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``mode`` (auto | off | bf16 | fp16) on ``device``; None means full precision.
+
+    ``auto``: fp16 on CUDA; bf16 on a CPU with native bf16 matrix units (AMX or AVX512-BF16), where it is
+    faster; otherwise full precision (on AVX2-only CPUs bf16 is emulated and slower than fp32).
+    """
+    if mode == "off":
+        return None
+    if mode == "bf16":
+        return torch.bfloat16
+    if mode == "fp16":
+        if device.type != "cuda":
+            raise ValueError("fp16 autocast needs a CUDA device; use --amp bf16 or off on the CPU")
+        return torch.float16
+    if device.type == "cuda":
+        return torch.float16
+    capability = torch.backends.cpu.get_cpu_capability()
+    return torch.bfloat16 if ("AMX" in capability or "AVX512_BF16" in capability) else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class Position:
+    """Where training stands: the epoch under way (0-based), steps done in it, steps done in total."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+    def describe(self) -> str:
+        return f"epoch {self.epoch + 1}, step {self.step_in_epoch}"
+
+
+@dataclass
+class Optimization:
+    """Everything one optimiser step needs; :meth:`losses` then :meth:`step` take one."""
+
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    model: SSD  # the model itself (what the EMA follows)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    device: torch.device
+    amp: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    ema: ModelEMA | None = None
+    grad_clip: float = 0.0
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def losses(self, images: Sequence[Tensor], targets: Sequence[Target]) -> dict[str, Tensor]:
+        """The training losses of one batch (moved to the device, under autocast)."""
+        images = [im.to(self.device, non_blocking=True) for im in images]
+        targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for t in targets]  # type: ignore[misc]
+        with autocast(self.device, self.amp):
+            return self.net(images, targets)
+
+    def step(self, loss: Tensor) -> None:
+        """Back-propagate ``loss``, clip, update the weights, the learning rate and the EMA."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+
+@dataclass
+class EpochStats:
+    losses: dict[str, float] = field(default_factory=dict)  # mean of each loss over the epoch's steps
+    images: int = 0
+    seconds: float = 0.0
+    stopped: bool = False  # ``after_step`` asked to stop
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def train_one_epoch(
+    optim: Optimization,
+    loader: Iterable[tuple[list[Tensor], list[Target]]],
+    position: Position,
+    after_step: Callable[[], bool],
+    progress: bool = True,
+) -> EpochStats:
+    """Train over ``loader`` once, advancing ``position`` at each step. ``after_step`` returning True stops the
+    epoch after that step.
+
+    Raises:
+        NonFiniteLossError: a loss is NaN or infinite (the step is not applied).
+    """
+    optim.net.train()
+    stats = EpochStats()
+    sums: dict[str, float] = {}
+    steps = 0
+    start = time.perf_counter()
+    total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
+    bar = Progress(loader, total=total, desc=f"epoch {position.epoch + 1}", enabled=progress)
+    for images, targets in bar:
+        losses = optim.losses(images, targets)
+        loss = sum(losses.values())
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        if not torch.isfinite(loss):
+            ids = [int(t["image_id"]) for t in targets if "image_id" in t]
+            raise NonFiniteLossError(
+                f"non-finite loss {values} at epoch {position.epoch + 1}, step {position.step_in_epoch + 1} "
+                f"(global step {position.global_step + 1}), batch image ids {ids}; try a lower --lr or check these "
+                "images"
+            )
+        optim.step(loss)  # type: ignore[arg-type]
+        position.step_in_epoch += 1
+        position.global_step += 1
+        steps += 1
+        stats.images += len(images)
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v
+        stats.seconds = time.perf_counter() - start
+        shown = {k.removeprefix("loss_"): f"{v:.3f}" for k, v in values.items()}
+        bar.set_postfix({**shown, "lr": f"{optim.lr:.2e}", "img/s": f"{stats.images_per_second:.1f}"})
+        if after_step():
+            stats.stopped = True
+            break
+    bar.close()
+    stats.losses = {k: v / max(1, steps) for k, v in sums.items()}
+    return stats
+
+
+@torch.no_grad()
+def detections_with_targets(
+    model: SSD, loader: Iterable, device: torch.device, progress: bool = False, desc: str = "predict"
+) -> tuple[list[Detection], list[Target]]:
+    """The model's detections (on the CPU) for every image of ``loader``, with the targets the loader gave."""
+    model.eval()
+    detections: list[Detection] = []
+    targets: list[Target] = []
+    total = len(loader) if hasattr(loader, "__len__") else None
+    for images, batch_targets in Progress(loader, total=total, desc=desc, enabled=progress):
+        out = model([im.to(device) for im in images])
+        detections.extend({k: v.cpu() for k, v in d.items()} for d in out)  # type: ignore[misc]
+        targets.extend(batch_targets)
+    return detections, targets
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_model` computed: the metrics, and the detections and ground truths behind them (CPU,
+    dataset order), with the dataset's own id of each image (for writing results)."""
+
+    report: MetricReport
+    detections: list[Detection]
+    ground_truths: list[Target]
+    image_ids: list[int]
+
+
+def evaluate_model(
+    model: SSD,
+    dataset: EvaluationData,
+    device: torch.device,
+    batch: int = 16,
+    workers: int = 0,
+    coco: bool = True,
+    progress: bool = False,
+    desc: str = "evaluate",
+) -> Evaluation:
+    """All metrics of ``model`` on ``dataset`` (original image coordinates): VOC AP at IoU 0.5 (11-point and
+    all-point) and, with ``coco``, the COCO summary, in the dataset's own ids and box convention;
+    ``report.timing`` holds the speed of inference and of the metrics."""
+    loader = make_loader(dataset, batch, EpochSampler(len(dataset), shuffle=False), workers)
+    start = time.perf_counter()
+    detections, ground_truths = detections_with_targets(model, loader, device, progress, desc=desc)
+    inferred = time.perf_counter()
+    image_ids = [dataset.image_ids[int(t["image_id"])] for t in ground_truths]
+    report = evaluate_detections(
+        detections,
+        ground_truths,
+        dataset.class_names,
+        coco=coco,
+        image_ids=image_ids,
+        category_ids=dataset.category_ids,
+        pixel_indices=dataset.pixel_indices,
+    )
+    report.timing = _timing(len(ground_truths), inferred - start, time.perf_counter() - inferred)
+    return Evaluation(report, detections, ground_truths, image_ids)
+
+
+def _timing(images: int, inference_s: float, metrics_s: float) -> dict[str, float]:
+    """Seconds and images/s of inference and of computing the metrics (``MetricReport.timing``)."""
+    return {
+        "inference_s": inference_s,
+        "metrics_s": metrics_s,
+        "inference_images_per_s": images / max(inference_s, 1e-9),
+        "metrics_images_per_s": images / max(metrics_s, 1e-9),
+    }
