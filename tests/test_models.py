@@ -53,7 +53,10 @@ def test_one_training_step_reaches_every_parameter(name: str) -> None:
     assert missing == []
 
 
-@pytest.mark.parametrize(("name", "num_boxes"), [("ssd300_vgg16", 8732), ("ssdlite320_mobilenet_v3", 3234)])
+@pytest.mark.parametrize(
+    ("name", "num_boxes"),
+    [pytest.param("ssd300_vgg16", 8732, marks=pytest.mark.slow), ("ssdlite320_mobilenet_v3", 3234)],
+)
 def test_inference_contract(name: str, num_boxes: int) -> None:
     model = build(name, num_classes=4).eval()
     assert model.priors.shape == (num_boxes, 4)
