@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -25,6 +26,11 @@ def bccd() -> Path:
     if not (BCCD / "Annotations").is_dir():
         pytest.skip(f"shared BCCD dataset not found at {BCCD.resolve()} (../shared/data/BCCD from the repo root)")
     return BCCD
+
+
+def random_image(w: int = 80, h: int = 60, seed: int = 0) -> Image.Image:
+    """An RGB image of uniform random pixels (``seed`` fixes it)."""
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
 
 
 # -- VOC writers ----------------------------------------------------------------------------------------
@@ -59,4 +65,15 @@ def write_voc_devkit(root: Path, count: int = 6, split: str = "val", size: int =
         )
         (root / "Annotations" / f"{stem}.xml").write_text(voc_xml(objects, size, size))
     (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(stems))
+    return root
+
+
+def write_voc_folder(root: Path, count: int, xml: str, annotated: Callable[[int], bool] = lambda i: True) -> Path:
+    """A VOC XML folder (no named splits): ``img00.jpg`` ... with random pixels, and ``imgNN.xml`` holding ``xml``
+    beside each image ``i`` for which ``annotated(i)``."""
+    root.mkdir(parents=True)
+    for i in range(count):
+        random_image(seed=i).save(root / f"img{i:02d}.jpg")
+        if annotated(i):
+            (root / f"img{i:02d}.xml").write_text(xml)
     return root

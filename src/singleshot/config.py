@@ -150,7 +150,7 @@ class TrainConfig(Config):
     milestones: list[float] = setting([2 / 3, 8 / 9], "multistep: where --gamma applies, as fractions of training")
     gamma: float = setting(0.1, "multistep: learning-rate factor at each milestone")
     amp: Literal["auto", "off", "bf16", "fp16"] = setting(
-        "auto", "mixed precision: auto is fp16 on CUDA, bf16 on CPUs with AMX/AVX512-BF16, else off"
+        "auto", "mixed precision: auto is fp16 on CUDA and off on the CPU (bf16 pays only with AMX/AVX512-BF16)"
     )
     ema: bool | None = setting(
         None, "keep an exponential moving average of the weights; none: only when training from scratch"

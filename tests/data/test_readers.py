@@ -6,18 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import voc_object, voc_xml
+from conftest import random_image, voc_object, voc_xml, write_voc_folder
 from PIL import Image
 
 from singleshot.data.images import ImageError, read_image
 from singleshot.data.readers import detect_format, open_dataset
 
-
-def _rgb(w: int = 80, h: int = 60, seed: int = 0) -> Image.Image:
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
-
-
 GOOD = voc_object("cat", (10, 10, 40, 40)) + voc_object("dog", (20, 5, 70, 50))
+DIFFICULT_CAT = voc_object("cat", (10, 10, 40, 40), difficult=1)
 
 
 @pytest.fixture
@@ -30,44 +26,44 @@ def corpus(tmp_path: Path) -> Path:
     img, ann = root / "JPEGImages", root / "Annotations"
     cases: dict[str, str] = {}
 
-    def add(stem: str, xml: str | None, write_image) -> None:
-        write_image(img)
+    def add(stem: str, xml: str | None, write_image=None) -> None:
+        """Case ``stem``: its annotation and an image written by ``write_image`` (default: random ``stem.jpg``)."""
+        if write_image is None:
+            random_image().save(img / f"{stem}.jpg")
+        else:
+            write_image(img)
         if xml is not None:
             (ann / f"{stem}.xml").write_text(xml)
         cases[stem] = xml or ""
 
-    add("good", voc_xml(GOOD), lambda d: _rgb().save(d / "good.jpg"))
+    add("good", voc_xml(GOOD))
     add("empty", voc_xml(GOOD), lambda d: (d / "empty.jpg").write_bytes(b""))
     add("garbage", voc_xml(GOOD), lambda d: (d / "garbage.jpg").write_bytes(b"this is not a jpeg" * 20))
-    _rgb(seed=1).save(tmp_path / "full.jpg")
+    random_image(seed=1).save(tmp_path / "full.jpg")
     data = (tmp_path / "full.jpg").read_bytes()
     add("truncated", voc_xml(GOOD), lambda d: (d / "truncated.jpg").write_bytes(data[: len(data) // 2]))
-    add("gray", voc_xml(GOOD), lambda d: _rgb().convert("L").save(d / "gray.png"))
-    add("rgba", voc_xml(GOOD), lambda d: _rgb().convert("RGBA").save(d / "rgba.png"))
-    add("cmyk", voc_xml(GOOD), lambda d: _rgb().convert("CMYK").save(d / "cmyk.jpg"))
+    add("gray", voc_xml(GOOD), lambda d: random_image().convert("L").save(d / "gray.png"))
+    add("rgba", voc_xml(GOOD), lambda d: random_image().convert("RGBA").save(d / "rgba.png"))
+    add("cmyk", voc_xml(GOOD), lambda d: random_image().convert("CMYK").save(d / "cmyk.jpg"))
     deep = (np.arange(60 * 80).reshape(60, 80) * 13 % 65536).astype(np.uint16)
     add("sixteen", voc_xml(GOOD), lambda d: Image.fromarray(deep).save(d / "sixteen.png"))
 
     def exif_image(d: Path) -> None:  # stored 80x60, displayed (orientation 6) as 60x80
-        im = _rgb()
+        im = random_image()
         exif = im.getexif()
         exif[0x0112] = 6
         im.save(d / "exif.jpg", exif=exif)
 
     add("exif", voc_xml(voc_object("cat", (5, 5, 30, 70)), w=60, h=80), exif_image)
     add("bomb", voc_xml(GOOD), lambda d: Image.new("L", (12000, 9000)).save(d / "bomb.png"))
-    add("nobndbox", voc_xml("<object><name>cat</name></object>" + GOOD), lambda d: _rgb().save(d / "nobndbox.jpg"))
-    add("nonnumeric", voc_xml(voc_object("cat", ("a", 1, 20, 20)) + GOOD), lambda d: _rgb().save(d / "nonnumeric.jpg"))
-    add("inverted", voc_xml(voc_object("cat", (40, 40, 10, 10))), lambda d: _rgb().save(d / "inverted.jpg"))
-    add("zeroarea", voc_xml(voc_object("cat", (10, 10, 10, 30)) + GOOD), lambda d: _rgb().save(d / "zeroarea.jpg"))
-    add(
-        "outside",
-        voc_xml(voc_object("cat", (-10, 50, 100, 90)) + voc_object("dog", (90, 70, 120, 99))),
-        lambda d: _rgb().save(d / "outside.jpg"),
-    )
-    add("unknown", voc_xml(voc_object("zebra", (1, 1, 20, 20)) + GOOD), lambda d: _rgb().save(d / "unknown.jpg"))
-    add("noobjects", voc_xml(""), lambda d: _rgb().save(d / "noobjects.jpg"))
-    add("badxml", "<annotation><object>", lambda d: _rgb().save(d / "badxml.jpg"))
+    add("nobndbox", voc_xml("<object><name>cat</name></object>" + GOOD))
+    add("nonnumeric", voc_xml(voc_object("cat", ("a", 1, 20, 20)) + GOOD))
+    add("inverted", voc_xml(voc_object("cat", (40, 40, 10, 10))))
+    add("zeroarea", voc_xml(voc_object("cat", (10, 10, 10, 30)) + GOOD))
+    add("outside", voc_xml(voc_object("cat", (-10, 50, 100, 90)) + voc_object("dog", (90, 70, 120, 99))))
+    add("unknown", voc_xml(voc_object("zebra", (1, 1, 20, 20)) + GOOD))
+    add("noobjects", voc_xml(""))
+    add("badxml", "<annotation><object>")
     (root / "ImageSets" / "Main" / "train.txt").write_text("\n".join(cases))
     (root / "ImageSets" / "Main" / "val.txt").write_text("good\n")
     return root
@@ -85,20 +81,24 @@ def test_every_bad_input_case_has_its_outcome(corpus: Path) -> None:
     assert report.counts["image skipped: not a readable image"][0].endswith("garbage.jpg")
     assert report.counts["image skipped: decompression bomb (over 100000000 pixels)"][0].endswith("bomb.png")
     assert report.counts["image skipped: annotation file unreadable"][0].endswith("badxml.xml")
-    # conversions, counted
-    assert report.total("grayscale/palette image converted to RGB") == 1
-    assert report.total("RGBA image: alpha dropped") == 1
-    assert report.total("CMYK image converted to RGB") == 1
-    assert report.total("16-bit image scaled to 8 bits") == 1
-    # annotation fixes
-    assert report.total("object without <bndbox> dropped") == 1
-    assert report.total("object with non-numeric box values dropped") == 1
-    assert report.total("inverted box corners swapped") == 1
-    assert report.total("zero-area box dropped") == 1
-    assert report.total("box outside the image dropped") == 1
-    assert report.total("box clipped to the image") == 1
-    assert report.total("object of unknown class 'zebra' dropped") == 1
-    assert report.total("image without objects (kept as background)") == 1
+    counted_once = (
+        # conversions
+        "grayscale/palette image converted to RGB",
+        "RGBA image: alpha dropped",
+        "CMYK image converted to RGB",
+        "16-bit image scaled to 8 bits",
+        # annotation fixes
+        "object without <bndbox> dropped",
+        "object with non-numeric box values dropped",
+        "inverted box corners swapped",
+        "zero-area box dropped",
+        "box outside the image dropped",
+        "box clipped to the image",
+        "object of unknown class 'zebra' dropped",
+        "image without objects (kept as background)",
+    )
+    for problem in counted_once:
+        assert report.total(problem) == 1, problem
 
     def item(stem: str):
         return train[stems.index(stem)]
@@ -141,13 +141,7 @@ def test_class_names_from_the_data(corpus: Path) -> None:
 
 
 def test_difficult_is_kept(tmp_path: Path) -> None:
-    root = tmp_path / "plain"
-    root.mkdir()
-    for i in range(30):
-        _rgb(seed=i).save(root / f"img{i}.jpg")
-        (root / f"img{i}.xml").write_text(
-            voc_xml(voc_object("cat", (10, 10, 40, 40), difficult=1) + voc_object("dog", (1, 1, 9, 9)))
-        )
+    root = write_voc_folder(tmp_path / "plain", 30, voc_xml(DIFFICULT_CAT + voc_object("dog", (1, 1, 9, 9))))
     assert detect_format(root) == "voc"
     bundle = open_dataset(root)
     assert len(bundle.train) + len(bundle.val) == 30 and len(bundle.val) >= 1
@@ -159,7 +153,7 @@ def test_coco_reader(tmp_path: Path) -> None:
     root = tmp_path / "coco"
     for split in ("train2017", "val2017"):
         (root / split).mkdir(parents=True)
-        _rgb().save(root / split / "a.jpg")
+        random_image().save(root / split / "a.jpg")
     (root / "annotations").mkdir()
     for split in ("train2017", "val2017"):
         data = {
@@ -199,7 +193,7 @@ def test_yolo_reader(tmp_path: Path) -> None:
     for split in ("train", "val"):
         (root / "images" / split).mkdir(parents=True)
         (root / "labels" / split).mkdir(parents=True)
-        _rgb().save(root / "images" / split / "a.jpg")
+        random_image().save(root / "images" / split / "a.jpg")
         (root / "labels" / split / "a.txt").write_text("1 0.5 0.5 0.25 0.5\n0 0.1 x 0.1 0.1\n7 0.5 0.5 0.1 0.1\n")
     (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: {0: person, 1: bike}\n")
     assert detect_format(root) == "yolo"
@@ -234,13 +228,7 @@ def test_training_view_drops_difficult_objects(tmp_path: Path) -> None:
     from singleshot.data.loader import Augmented
     from singleshot.data.transforms import build_transforms
 
-    root = tmp_path / "plain"
-    root.mkdir()
-    for i in range(30):
-        _rgb(seed=i).save(root / f"img{i}.jpg")
-        (root / f"img{i}.xml").write_text(
-            voc_xml(voc_object("cat", (10, 10, 40, 40), difficult=1) + voc_object("dog", (1, 1, 9, 9)))
-        )
+    root = write_voc_folder(tmp_path / "plain", 30, voc_xml(DIFFICULT_CAT + voc_object("dog", (1, 1, 9, 9))))
     bundle = open_dataset(root)
     _, target = Augmented(bundle.train, build_transforms("eval", (60, 80)))[0]
     assert target["labels"].tolist() == [2] and target["difficult"].tolist() == [False]
@@ -278,7 +266,7 @@ def test_unknown_classes_yolo_by_index(tmp_path: Path) -> None:
     root = tmp_path / "yolo"
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
-    _rgb().save(root / "images" / "a.jpg")
+    random_image().save(root / "images" / "a.jpg")
     (root / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n12 0.5 0.5 0.1 0.1\n3 0.5 0.5 0.1 0.1\n")
     (root / "data.yaml").write_text("train: images\nval: images\nnames: [person, bike]\n")
     bundle = open_dataset(root)
@@ -291,7 +279,7 @@ def test_unknown_classes_coco_by_category_id(tmp_path: Path) -> None:
     root = tmp_path / "coco"
     (root / "train").mkdir(parents=True)
     (root / "annotations").mkdir()
-    _rgb().save(root / "train" / "a.jpg")
+    random_image().save(root / "train" / "a.jpg")
     data = {
         "images": [{"id": 1, "file_name": "a.jpg", "width": 80, "height": 60}],
         "categories": [{"id": 18, "name": "dog"}, {"id": 3, "name": "car"}],
@@ -327,11 +315,7 @@ def test_open_split_names_the_split(corpus: Path, tmp_path: Path) -> None:
     same = open_dataset(corpus, "trainval", "trainval", ["cat", "dog"])
     assert same.val is same.train
 
-    root = tmp_path / "plain"
-    root.mkdir()
-    for i in range(30):
-        _rgb(seed=i).save(root / f"img{i}.jpg")
-        (root / f"img{i}.xml").write_text(voc_xml(GOOD))
+    root = write_voc_folder(tmp_path / "plain", 30, voc_xml(GOOD))
     held, _ = open_split(root, "val")
     kept, _ = open_split(root, "train")
     assert held.name == f"VOC XML folder (10% held out for validation) {root} [val]"
@@ -343,12 +327,8 @@ def test_open_split_names_the_split(corpus: Path, tmp_path: Path) -> None:
 def test_holdout_splits_are_disjoint_and_cover_every_image(tmp_path: Path) -> None:
     from singleshot.data.dataset import is_held_out
 
-    root = tmp_path / "plain"
-    root.mkdir()
-    for i in range(60):
-        _rgb(seed=i).save(root / f"img{i:02d}.jpg")
-        if i % 5:  # every fifth image has no XML file: a background image, after the annotated ones
-            (root / f"img{i:02d}.xml").write_text(voc_xml(GOOD))
+    # every fifth image has no XML file: a background image, after the annotated ones
+    root = write_voc_folder(tmp_path / "plain", 60, voc_xml(GOOD), annotated=lambda i: i % 5 != 0)
     bundle = open_dataset(root)
     train = [p for p, _, _ in bundle.train.items]
     val = [p for p, _, _ in bundle.val.items]

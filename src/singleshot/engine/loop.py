@@ -32,21 +32,16 @@ class NonFiniteLossError(RuntimeError):
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``mode`` (auto | off | bf16 | fp16) on ``device``; None means full precision.
 
-    ``auto``: fp16 on CUDA; bf16 on a CPU with native bf16 matrix units (AMX or AVX512-BF16), where it is
-    faster; otherwise full precision (on AVX2-only CPUs bf16 is emulated and slower than fp32).
+    ``auto`` is fp16 on CUDA and full precision on the CPU; bf16 on the CPU is asked for with ``bf16`` (it pays
+    only on CPUs with native bf16 units, AMX or AVX512-BF16; elsewhere it is emulated and slower than fp32).
     """
     if mode == "off":
         return None
     if mode == "bf16":
         return torch.bfloat16
-    if mode == "fp16":
-        if device.type != "cuda":
-            raise ValueError("fp16 autocast needs a CUDA device; use --amp bf16 or off on the CPU")
-        return torch.float16
-    if device.type == "cuda":
-        return torch.float16
-    capability = torch.backends.cpu.get_cpu_capability()
-    return torch.bfloat16 if ("AMX" in capability or "AVX512_BF16" in capability) else None
+    if mode == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 autocast needs a CUDA device; use --amp bf16 or off on the CPU")
+    return torch.float16 if device.type == "cuda" else None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
