@@ -103,6 +103,17 @@ def images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+@dataclass
+class DataBundle:
+    """A dataset's train and val sets, class names (of labels 1..C), a line describing it and its problems."""
+
+    train: Dataset
+    val: Dataset
+    class_names: list[str]
+    description: str
+    report: DataReport | None = None  # problems met while reading (None for synthetic data)
+
+
 @runtime_checkable
 class EvaluationData(Protocol):
     """What evaluation needs of a dataset: items ``(uint8 [3, H, W], Target)`` plus the ids to write results with.

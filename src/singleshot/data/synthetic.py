@@ -17,9 +17,12 @@ from PIL import Image, ImageChops, ImageDraw
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from singleshot.data.dataset import DataBundle
 from singleshot.types import Target
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
+#: Seed of the held-out synthetic set (the training set uses the run's seed).
+SYNTHETIC_VAL_SEED = 10_000
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> Image.Image:
@@ -165,3 +168,10 @@ class SyntheticShapes(Dataset):
             image_id=torch.tensor(index),
         )
         return image, target
+
+
+def synthetic_bundle(num_train: int, num_val: int, image_size: tuple[int, int], seed: int = 0) -> DataBundle:
+    """Synthetic shapes for training and a held-out set from another seed."""
+    train = SyntheticShapes(num_train, image_size, seed=seed)
+    val = SyntheticShapes(num_val, image_size, seed=SYNTHETIC_VAL_SEED + seed)
+    return DataBundle(train, val, list(CLASSES), f"synthetic shapes ({num_train} train, {num_val} val)")

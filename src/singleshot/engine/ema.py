@@ -13,7 +13,7 @@ class ModelEMA:
     """Exponential moving average of a model's weights (buffers copied), with a warm-up of the decay:
     ``decay * (1 - exp(-updates / tau))``, so early averages are not dominated by the random start."""
 
-    def __init__(self, model: nn.Module, decay: float = 0.9998, tau: float = 2000.0) -> None:
+    def __init__(self, model: nn.Module, decay: float, tau: float = 2000.0) -> None:
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)

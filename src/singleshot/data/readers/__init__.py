@@ -19,8 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from singleshot.data import DataBundle
-from singleshot.data.dataset import Annotations, DetectionDataset, hold_out
+from singleshot.data.dataset import Annotations, DataBundle, DetectionDataset, hold_out
 from singleshot.data.images import DataReport
 from singleshot.data.readers import coco, voc, yolo
 
