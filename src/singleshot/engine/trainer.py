@@ -185,8 +185,8 @@ class Trainer:
             started = time.perf_counter()
             stats = self._train_epoch(epoch)
             if stats.stopped:
-                self._save_checkpoint()
-                self._save_weights("last")
+                self._save_state()
+                self._save_weight_file("last")
                 self._log(
                     f"stopped at max_steps={self.config.max_steps}: checkpoint saved -> {self.run_dir / 'last.pt'}"
                 )
@@ -225,7 +225,7 @@ class Trainer:
         try:
             return train_one_epoch(self.optim, self.loader, self.position, self._after_step, self.progress)
         except (KeyboardInterrupt, TerminatedError):
-            self._save_checkpoint()
+            self._save_state()
             self._log(f"interrupted: checkpoint saved at {self.position.describe()} -> {self.run_dir / 'last.pt'}")
             raise
 
@@ -233,7 +233,7 @@ class Trainer:
         """Checkpoint every ``save_every_steps``; True (stop) once ``max_steps`` are done."""
         every, step = self.config.save_every_steps, self.position.global_step
         if every and step % every == 0:
-            self._save_checkpoint()
+            self._save_state()
         return bool(self.config.max_steps) and step >= self.config.max_steps
 
     def _end_epoch(self, epoch: int, stats: EpochStats, started: float) -> None:
@@ -246,9 +246,9 @@ class Trainer:
         report = None
         if self.dist.is_main and (epoch + 1 == c.epochs or (c.eval_every and (epoch + 1) % c.eval_every == 0)):
             report = self._evaluate()
-        self._save_weights("last")
+        self._save_weight_file("last")
         self.position.epoch = epoch + 1  # the checkpoint records where to go on: the start of the next epoch
-        self._save_checkpoint()
+        self._save_state()
         seconds = time.perf_counter() - started
         images_per_s = stats.images_per_second * self.dist.world_size
         self._record(epoch + 1, stats, report, images_per_s, seconds)
@@ -267,7 +267,7 @@ class Trainer:
         self.final_map50 = report.map50_07
         if report.map50_07 > self.best_map50:
             self.best_map50 = report.map50_07
-            self._save_weights("best")
+            self._save_weight_file("best")
         return report
 
     def _record(
@@ -313,11 +313,13 @@ class Trainer:
         if self.dist.is_main:
             print(message, flush=True)
 
-    def _save_weights(self, which: str) -> None:
+    def _save_weight_file(self, which: str) -> None:
+        """``weights/<which>.safetensors``: the evaluated weights (EMA when enabled), for users."""
         if self.dist.is_main:
             save_weights(self.eval_model, self.run_dir / "weights" / f"{which}.safetensors", self.data.class_names)
 
-    def _save_checkpoint(self) -> None:
+    def _save_state(self) -> None:
+        """``last.pt``: everything needed to go on exactly from here (:mod:`singleshot.engine.checkpoint`)."""
         if not self.dist.is_main:
             return
         o = self.optim
