@@ -25,6 +25,9 @@ test-fast: lint
 demo: $(STAMP)
 	$(VENV)/bin/singleshot models ssd300_vgg16 ssdlite320_mobilenet_v3
 	$(VENV)/bin/singleshot train --config recipes/demo.yaml
+	$(PY) -c "from singleshot.data.synthetic import save_images; save_images('runs/demo_images', 8)"
+	$(VENV)/bin/singleshot predict --weights runs/train/demo/weights/best.safetensors --source runs/demo_images \
+		--name demo --exist-ok
 
 # Every benchmark, each against its reference in the same run (figures: benchmarks/RESULTS.md).
 bench: $(STAMP)

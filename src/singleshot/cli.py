@@ -8,7 +8,16 @@ import sys
 from collections.abc import Callable, Sequence
 
 from singleshot import __version__
-from singleshot.config import CheckDataConfig, Config, ModelsConfig, TrainConfig, ValConfig, add_config_flags, resolve
+from singleshot.config import (
+    CheckDataConfig,
+    Config,
+    ModelsConfig,
+    PredictConfig,
+    TrainConfig,
+    ValConfig,
+    add_config_flags,
+    resolve,
+)
 from singleshot.models import build, list_models
 from singleshot.summary import format_summary, summarize
 
@@ -42,6 +51,13 @@ def _cmd_val(args: argparse.Namespace) -> int:
     from singleshot.engine.validation import validate
 
     validate(resolve(ValConfig, args))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from singleshot.predict.run import predict_to_folder
+
+    predict_to_folder(resolve(PredictConfig, args))
     return 0
 
 
@@ -93,6 +109,13 @@ def make_parser() -> argparse.ArgumentParser:
         "evaluate weights on a dataset split: VOC and COCO metrics, PR curves, confusion matrix",
         "Evaluate trained weights; writes metrics.json, predictions.json (COCO results), pr_curve.png, "
         "confusion_matrix.png and side-by-side images to runs/val/<name>.",
+    )  # fmt: skip
+    _command(
+        sub, "predict", _cmd_predict, PredictConfig,
+        "detect objects in images, folders and videos; annotated copies and predictions.json",
+        "Run trained weights on images, videos, folders or glob patterns; writes annotated images and videos, "
+        "predictions.json (COCO results with file names and frames) and, when asked, YOLO labels and crops to "
+        "runs/predict/<name>.",
     )  # fmt: skip
     _command(
         sub, "check-data", _cmd_check_data, CheckDataConfig,

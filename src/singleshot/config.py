@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal, Self, TypeVar
 import yaml
 
 from singleshot.data.transforms import PRESETS
+from singleshot.predict.detector import CONF, IOU, MAX_DET
 
 C = TypeVar("C", bound="Config")
 
@@ -215,6 +216,40 @@ class ValConfig(Config):
 
 
 @dataclass
+class PredictConfig(Config):
+    """What ``singleshot predict`` runs on, what it keeps and what it writes."""
+
+    weights: str = setting(help=".safetensors weights written by singleshot train")
+    source: str = setting(help="image, video, folder (images and videos in it) or glob pattern")
+    conf: float = setting(CONF, "least score of a detection kept")
+    iou: float = setting(IOU, "IoU above which non-maximum suppression removes a lower-scoring box of its class")
+    max_det: int = setting(MAX_DET, "most detections kept per image")
+    classes: list[str] | None = setting(None, "keep only these classes (names, or labels 1..C); none keeps all")
+    batch: int = setting(8, "images per forward pass (per process under torchrun)")
+    device: str = _device()
+    vid_stride: int = setting(1, "predict on every n-th video frame (the written video then has only those)")
+    save: bool = setting(True, "write annotated images, videos and predictions.json (--no-save prints instead)")
+    save_txt: bool = setting(False, "also write YOLO label files (class cx cy w h conf) to labels/")
+    save_crop: bool = setting(False, "also write each detection's crop to crops/<class>/")
+    line_width: int | None = setting(None, "box line width in pixels; none scales with the image")
+    project: str = _project("predict")
+    name: str = _name()
+    exist_ok: bool = _exist_ok()
+
+    what: ClassVar[str] = "predict"
+
+    def problems(self) -> list[str]:
+        bad = [
+            f"{k}={v}"
+            for k, v in {"batch": self.batch, "vid_stride": self.vid_stride, "max_det": self.max_det}.items()
+            if v < 1
+        ]
+        if not (0 <= self.conf <= 1 and 0 <= self.iou <= 1):
+            bad.append(f"conf={self.conf} and iou={self.iou} must be in [0, 1]")
+        return bad
+
+
+@dataclass
 class CheckDataConfig(Config):
     """What ``singleshot check-data`` reads."""
 
@@ -328,6 +363,7 @@ __all__ = [
     "CheckDataConfig",
     "Config",
     "ModelsConfig",
+    "PredictConfig",
     "TrainConfig",
     "ValConfig",
     "add_config_flags",

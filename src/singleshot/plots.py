@@ -11,15 +11,23 @@ from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, make_grid
 
 from singleshot.metrics import MetricReport
+from singleshot.types import Detection, Target
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#fabebe"]
 
 
-def draw(image: Tensor, boxes: Tensor, labels: Sequence[str], colours: Sequence[str] | None = None) -> Tensor:
-    """``image`` (uint8 [3, H, W]) with labelled boxes drawn on it."""
+def draw(
+    image: Tensor,
+    boxes: Tensor,
+    labels: Sequence[str],
+    colours: Sequence[str] | None = None,
+    line_width: int | None = None,
+) -> Tensor:
+    """``image`` (uint8 [3, H, W]) with labelled boxes (xyxy pixels) drawn on it; lines ``line_width`` pixels wide
+    (default: a 200th of the shorter side)."""
     if boxes.numel() == 0:
         return image
-    width = max(1, round(min(image.shape[-2:]) / 200))
+    width = line_width or max(1, round(min(image.shape[-2:]) / 200))
     return draw_bounding_boxes(
         image, boxes.float(), list(labels), colors=list(colours) if colours else None, width=width
     )
@@ -33,7 +41,7 @@ def save_image(image: Tensor, path: str | Path, quality: int = 90) -> None:
     Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(path, quality=quality)
 
 
-def batch_grid(images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]], class_names: Sequence[str]) -> Tensor:
+def batch_grid(images: Sequence[Tensor], targets: Sequence[Target], class_names: Sequence[str]) -> Tensor:
     """A grid of training images with their (augmented) ground-truth boxes."""
     drawn = []
     for image, target in zip(images, targets, strict=True):
@@ -42,14 +50,26 @@ def batch_grid(images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]], c
     return make_grid(drawn, nrow=min(4, len(drawn)), padding=4)
 
 
-def prediction_pair(
-    image: Tensor, detection: dict[str, Tensor], target: dict[str, Tensor], class_names: Sequence[str], min_score: float
+def draw_detections(
+    image: Tensor,
+    detection: Detection,
+    class_names: Sequence[str],
+    min_score: float = 0.0,
+    line_width: int | None = None,
 ) -> Tensor:
-    """Predictions (left, with scores) and ground truth (right) side by side."""
+    """``image`` (uint8 [3, H, W]) with the detections scoring at least ``min_score`` drawn: a box in its class's
+    colour labelled ``"<class> <score>"``."""
     keep = detection["scores"] >= min_score
     labels = detection["labels"][keep].tolist()
     names = [f"{class_names[i - 1]} {s:.2f}" for i, s in zip(labels, detection["scores"][keep].tolist(), strict=True)]
-    left = draw(image, detection["boxes"][keep], names, [_colour(i) for i in labels])
+    return draw(image, detection["boxes"][keep], names, [_colour(i) for i in labels], line_width)
+
+
+def prediction_pair(
+    image: Tensor, detection: Detection, target: Target, class_names: Sequence[str], min_score: float
+) -> Tensor:
+    """Predictions (left, with scores) and ground truth (right) side by side."""
+    left = draw_detections(image, detection, class_names, min_score)
     gt_labels = target["labels"].tolist()
     right = draw(image, target["boxes"], [class_names[i - 1] for i in gt_labels], [_colour(i) for i in gt_labels])
     return make_grid([left, right], nrow=2, padding=4)

@@ -76,6 +76,10 @@ class PostProcessor(nn.Module):
         bbox_regression: Tensor,
         priors_cxcywh: Tensor,
         image_sizes: Sequence[tuple[int, int]],
+        score_threshold: float | None = None,
+        nms_threshold: float | None = None,
+        detections_per_image: int | None = None,
+        classes: Tensor | None = None,
     ) -> list[dict[str, Tensor]]:
         """Detections of each image.
 
@@ -84,25 +88,34 @@ class PostProcessor(nn.Module):
             bbox_regression: ``(B, P, 4)`` offsets.
             priors_cxcywh: ``(P, 4)`` default boxes, normalised.
             image_sizes: ``(H, W)`` of each original image; boxes are scaled to it.
+            score_threshold, nms_threshold, detections_per_image: this call's settings (default: the module's).
+            classes: labels (1..C) to keep, int64 ``(K,)``; the others are left out before candidate selection.
 
         Returns:
             Per image ``{"boxes": (D, 4) xyxy pixels, "scores": (D,), "labels": (D,) int64 in 1..C}``,
             sorted by decreasing score.
         """
+        threshold = self.score_threshold if score_threshold is None else score_threshold
+        nms = self.nms_threshold if nms_threshold is None else nms_threshold
+        per_image_cap = self.detections_per_image if detections_per_image is None else detections_per_image
         batch, _, num_logits = cls_logits.shape
         scores = cls_logits.float().softmax(dim=-1)[..., 1:]
-        img, prior, cls, score = select_candidates(scores, self.score_threshold, self.candidates_per_class)
+        if classes is not None:
+            keep = torch.zeros(num_logits - 1, dtype=torch.bool, device=scores.device)
+            keep[classes.to(scores.device) - 1] = True
+            scores = scores * keep  # excluded classes score 0: below any threshold, never selected
+        img, prior, cls, score = select_candidates(scores, threshold, self.candidates_per_class)
 
         sizes = torch.tensor(image_sizes, dtype=torch.float32, device=cls_logits.device)  # (B, 2) = (H, W)
         boxes = decode(bbox_regression[img, prior].float(), priors_cxcywh[prior], self.variances)
         boxes = boxes.clamp(0.0, 1.0) * sizes[img][:, [1, 0, 1, 0]]
-        keep = batched_nms(boxes, score, img * (num_logits - 1) + cls, self.nms_threshold)
+        keep = batched_nms(boxes, score, img * (num_logits - 1) + cls, nms)
 
         # `keep` is sorted by decreasing score; a stable sort by image keeps that order inside each image.
         keep = keep[torch.sort(img[keep], stable=True).indices]
         per_image = torch.bincount(img[keep], minlength=batch)
         rank = torch.arange(keep.numel(), device=keep.device) - (per_image.cumsum(0) - per_image)[img[keep]]
-        keep = keep[rank < self.detections_per_image]
+        keep = keep[rank < per_image_cap]
         counts = torch.bincount(img[keep], minlength=batch).tolist()
         return [
             {"boxes": b, "scores": s, "labels": lab}

@@ -1,14 +1,12 @@
 """End to end: training on synthetic shapes, checkpoints and resuming, the run folder, DDP with gloo."""
 
 import csv
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 import yaml
+from conftest import run_ranks
 
 from singleshot.config import TrainConfig
 from singleshot.data import synthetic_bundle
@@ -118,16 +116,7 @@ def test_training_beats_the_untrained_model(tmp_path: Path) -> None:
     assert trained > 0.08, (untrained, trained)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
-    os.environ["LOCAL_RANK"] = str(rank)
-    torch.set_num_threads(1)
+def _ddp_worker(rank: int, root: str) -> None:
     config = _config(Path(root), epochs=1, synthetic_train=32, batch=4, predict_images=0, ema=False)
     result = train(config, progress=False)  # without EMA: result.model is the DDP-trained model itself
     torch.save(result.model.state_dict(), Path(root) / f"rank{rank}.pt")
@@ -136,7 +125,7 @@ def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
 
 @pytest.mark.slow
 def test_two_process_ddp_ends_with_identical_weights(tmp_path: Path) -> None:
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_ranks(_ddp_worker, 2, str(tmp_path))
     a = torch.load(tmp_path / "rank0.pt", weights_only=True)
     b = torch.load(tmp_path / "rank1.pt", weights_only=True)
     _same(a, b)

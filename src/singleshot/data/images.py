@@ -95,18 +95,33 @@ def conversions(info: ImageInfo) -> list[str]:
     return fixes
 
 
-def read_image(path: str | Path, apply_exif: bool = True, max_pixels: int = MAX_PIXELS) -> Tensor:
+def read_image(
+    path: str | Path, apply_exif: bool = True, max_pixels: int = MAX_PIXELS, reduce_to: int | None = None
+) -> Tensor:
     """Decode an image to ``uint8 [3, H, W]`` RGB (see the module docstring for the fixes applied).
+
+    ``reduce_to``: a JPEG may be decoded at 1/2, 1/4 or 1/8 of its size (DCT scaling, much faster) as long as both
+    sides stay at least ``reduce_to`` pixels; other formats are decoded whole. :func:`load_image` also returns the
+    full size.
 
     Raises:
         ImageError: unreadable, truncated or corrupt, or too large.
     """
-    probe(path, max_pixels)
+    return load_image(path, apply_exif, max_pixels, reduce_to)[0]
+
+
+def load_image(
+    path: str | Path, apply_exif: bool = True, max_pixels: int = MAX_PIXELS, reduce_to: int | None = None
+) -> tuple[Tensor, ImageInfo]:
+    """:func:`read_image`, with the header (:class:`ImageInfo`: the full size, before any reduction)."""
+    info = probe(path, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
         with img:
+            if reduce_to is not None and img.format == "JPEG":
+                img.draft("RGB", (reduce_to, reduce_to))  # the smallest scale keeping both sides >= reduce_to
             img.load()
             if apply_exif:
                 img = ImageOps.exif_transpose(img)
@@ -116,7 +131,7 @@ def read_image(path: str | Path, apply_exif: bool = True, max_pixels: int = MAX_
         raise
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(path, "corrupt or truncated image data", str(exc)) from exc
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous(), info
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

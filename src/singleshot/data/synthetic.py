@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -175,3 +176,17 @@ def synthetic_bundle(num_train: int, num_val: int, image_size: tuple[int, int], 
     train = SyntheticShapes(num_train, image_size, seed=seed)
     val = SyntheticShapes(num_val, image_size, seed=SYNTHETIC_VAL_SEED + seed)
     return DataBundle(train, val, list(CLASSES), f"synthetic shapes ({num_train} train, {num_val} val)")
+
+
+def save_images(folder: str | Path, count: int = 8, size: int = 320, seed: int = SYNTHETIC_VAL_SEED) -> list[Path]:
+    """Write ``count`` synthetic images (by default the held-out set's first ones) as JPEG files to ``folder``,
+    for trying ``singleshot predict`` without a dataset; returns their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = SyntheticShapes(count, size, seed=seed)
+    paths = []
+    for i in range(count):
+        path = folder / f"shapes_{i:03d}.jpg"
+        Image.fromarray(data[i][0].permute(1, 2, 0).numpy()).save(path, quality=92)
+        paths.append(path)
+    return paths

@@ -3,7 +3,7 @@
 * :class:`Optimization` holds what an optimiser step needs (the model or its DDP wrapper, optimiser,
   scheduler, mixed precision, EMA, gradient clipping) and takes the step.
 * :func:`train_one_epoch` runs it over a loader, counting steps in a :class:`Position`.
-* :func:`detections_with_targets` and :func:`evaluate_model` run a model over a dataset.
+* :func:`evaluate_model` runs a model over a dataset (as ``predict`` does) and computes the metrics.
 """
 
 from __future__ import annotations
@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import SequentialSampler, Subset
 
 from singleshot.data.dataset import EvaluationData
-from singleshot.data.loader import EpochSampler, make_loader
+from singleshot.data.loader import make_loader
+from singleshot.distributed import DistInfo, gather_shards, shard
 from singleshot.engine.ema import ModelEMA
 from singleshot.metrics import MetricReport, evaluate_detections
+from singleshot.predict import Detector
 from singleshot.progress import Progress
 from singleshot.ssd import SSD
 from singleshot.types import Detection, Target
@@ -168,22 +171,6 @@ def train_one_epoch(
     return stats
 
 
-@torch.no_grad()
-def detections_with_targets(
-    model: SSD, loader: Iterable, device: torch.device, progress: bool = False, desc: str = "predict"
-) -> tuple[list[Detection], list[Target]]:
-    """The model's detections (on the CPU) for every image of ``loader``, with the targets the loader gave."""
-    model.eval()
-    detections: list[Detection] = []
-    targets: list[Target] = []
-    total = len(loader) if hasattr(loader, "__len__") else None
-    for images, batch_targets in Progress(loader, total=total, desc=desc, enabled=progress):
-        out = model([im.to(device) for im in images])
-        detections.extend({k: v.cpu() for k, v in d.items()} for d in out)  # type: ignore[misc]
-        targets.extend(batch_targets)
-    return detections, targets
-
-
 @dataclass
 class Evaluation:
     """What :func:`evaluate_model` computed: the metrics, and the detections and ground truths behind them (CPU,
@@ -204,14 +191,31 @@ def evaluate_model(
     coco: bool = True,
     progress: bool = False,
     desc: str = "evaluate",
-) -> Evaluation:
+    dist: DistInfo | None = None,
+) -> Evaluation | None:
     """All metrics of ``model`` on ``dataset`` (original image coordinates): VOC AP at IoU 0.5 (11-point and
     all-point) and, with ``coco``, the COCO summary, in the dataset's own ids and box convention;
-    ``report.timing`` holds the speed of inference and of the metrics."""
-    loader = make_loader(dataset, batch, EpochSampler(len(dataset), shuffle=False), workers)
+    ``report.timing`` holds the speed of inference and of the metrics.
+
+    Inference is :meth:`Detector.detect <singleshot.predict.Detector.detect>` with the model's own
+    post-processing settings, the path ``singleshot predict`` takes. With ``dist`` (under ``torchrun``) every
+    process takes its share of the images and rank 0 computes the metrics (the other ranks get ``None``): the
+    figures equal a single process's.
+    """
+    info = dist or DistInfo()
+    detector = Detector(model, dataset.class_names, device)
+    indices = shard(len(dataset), info)
+    loader = make_loader(Subset(dataset, indices), batch, SequentialSampler(indices), workers)
     start = time.perf_counter()
-    detections, ground_truths = detections_with_targets(model, loader, device, progress, desc=desc)
+    pairs: list[tuple[Detection, Target]] = []
+    for images, targets in Progress(loader, desc=desc, enabled=progress and info.is_main):
+        detections, _ = detector.detect(images)
+        pairs.extend(zip(detections, targets, strict=True))
+    merged = gather_shards(pairs, info)
+    if merged is None:
+        return None
     inferred = time.perf_counter()
+    detections, ground_truths = [d for d, _ in merged], [t for _, t in merged]
     image_ids = [dataset.image_ids[int(t["image_id"])] for t in ground_truths]
     report = evaluate_detections(
         detections,

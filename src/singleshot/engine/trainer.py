@@ -24,22 +24,23 @@ from singleshot.config import TrainConfig
 from singleshot.data import DataBundle, open_dataset, synthetic_bundle
 from singleshot.data.loader import Augmented, EpochSampler, make_loader
 from singleshot.data.transforms import build_transforms
+from singleshot.distributed import DistInfo, broadcast_buffers, init_distributed, resolve_device, shutdown
 from singleshot.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
-from singleshot.engine.distributed import DistInfo, broadcast_buffers, init_distributed, resolve_device, shutdown
 from singleshot.engine.ema import ModelEMA
 from singleshot.engine.loop import (
     EpochStats,
     Optimization,
     Position,
     amp_dtype,
-    detections_with_targets,
     evaluate_model,
     train_one_epoch,
 )
-from singleshot.engine.runs import RunLog, new_run_dir
+from singleshot.engine.run_log import RunLog
+from singleshot.folders import new_run_dir
 from singleshot.metrics import MetricReport
 from singleshot.models import build
 from singleshot.plots import batch_grid, prediction_pair, save_image
+from singleshot.predict import Detector
 from singleshot.ssd import SSD
 from singleshot.weights import load_initial_weights, save_weights
 
@@ -263,6 +264,7 @@ class Trainer:
             self.eval_model, self.data.val, self.device, self.config.batch, self.config.workers,
             progress=self.progress,
         )  # fmt: skip
+        assert evaluation is not None  # a single process (rank 0) evaluates during training
         report = evaluation.report
         self.final_map50 = report.map50_07
         if report.map50_07 > self.best_map50:
@@ -300,7 +302,7 @@ class Trainer:
         out = self.run_dir / "predictions"
         out.mkdir(exist_ok=True)
         images, targets = zip(*[self.data.val[i] for i in range(count)], strict=True)
-        detections, _ = detections_with_targets(self.eval_model, [(list(images), list(targets))], self.device)
+        detections, _ = Detector(self.eval_model, self.data.class_names, self.device).detect(images)
         for i, (image, det, target) in enumerate(zip(images, detections, targets, strict=True)):
             pair = prediction_pair(image, det, target, self.data.class_names, min_score=PICTURE_SCORE)
             save_image(pair, out / f"val_{i:03d}.jpg")

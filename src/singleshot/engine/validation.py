@@ -23,9 +23,9 @@ from singleshot.config import ValConfig
 from singleshot.data import SYNTHETIC_VAL_SEED, open_split
 from singleshot.data.dataset import EvaluationData
 from singleshot.data.synthetic import SyntheticShapes
-from singleshot.engine.distributed import DistInfo, resolve_device
+from singleshot.distributed import DistInfo, init_distributed, resolve_device, shutdown
 from singleshot.engine.loop import evaluate_model
-from singleshot.engine.runs import new_run_dir
+from singleshot.folders import new_run_dir
 from singleshot.metrics import MetricReport, coco_results, confusion_matrix
 from singleshot.plots import plot_confusion_matrix, plot_pr_curves, prediction_pair, save_image
 from singleshot.types import Detection, Target
@@ -67,21 +67,35 @@ def open_eval_data(
     return dataset, "\n".join(lines)
 
 
-def validate(config: ValConfig, progress: bool = True, log: Callable[[str], None] = print) -> ValResult:
+def validate(config: ValConfig, progress: bool = True, log: Callable[[str], None] = print) -> ValResult | None:
     """Evaluate ``config.weights`` (a ``.safetensors`` file from ``singleshot train``) on ``config.split`` of
     ``config.data`` and write the run folder (module docstring).
 
     ``config.conf`` and ``config.iou`` set the confusion matrix and the drawn images (AP uses every detection).
+    Under ``torchrun`` every process evaluates its share of the images and rank 0 computes and writes everything
+    (the same files as a single process); the other ranks return ``None``.
     """
     config.validate()
+    info = init_distributed(config.device)
+    try:
+        return _validate(config, info, progress, log)
+    finally:
+        shutdown(info)
+
+
+def _validate(config: ValConfig, info: DistInfo, progress: bool, log: Callable[[str], None]) -> ValResult | None:
+    say = log if info.is_main else (lambda _: None)
     model, class_names = load_model(config.weights)
-    device = resolve_device(config.device, DistInfo())
-    model.to(device)
+    device = resolve_device(config.device, info)
     dataset, description = open_eval_data(
         config.data, config.split, class_names, model.preprocessing.image_size, config.synthetic
     )
-    log(f"{model.name} ({Path(config.weights).name}) on {description}")
-    evaluation = evaluate_model(model, dataset, device, config.batch, config.workers, config.coco, progress, desc="val")
+    say(f"{model.name} ({Path(config.weights).name}) on {description}")
+    evaluation = evaluate_model(
+        model, dataset, device, config.batch, config.workers, config.coco, progress, desc="val", dist=info
+    )
+    if evaluation is None:
+        return None
     report, detections, ground_truths = evaluation.report, evaluation.detections, evaluation.ground_truths
 
     run_dir = new_run_dir(config.project, config.name, config.exist_ok)
@@ -94,12 +108,12 @@ def validate(config: ValConfig, progress: bool = True, log: Callable[[str], None
     plot_confusion_matrix(matrix, class_names, run_dir / "confusion_matrix.png", config.conf, config.iou)
     _save_pairs(dataset, detections, ground_truths, class_names, config.conf, config.images, run_dir / "images")
 
-    log(report.table())
-    log(
+    say(report.table())
+    say(
         f"{report.num_images} images: inference {report.timing['inference_images_per_s']:.1f} img/s, "
         f"metrics {report.timing['metrics_images_per_s']:.0f} img/s"
     )
-    log(f"results in {run_dir}")
+    say(f"results in {run_dir}")
     return ValResult(run_dir, report, matrix)
 
 

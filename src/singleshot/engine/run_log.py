@@ -1,5 +1,4 @@
-"""Run folders: ``runs/<task>/<name>``, never overwriting an earlier run unless asked to; and the per-epoch
-records of a training run (:class:`RunLog`)."""
+"""The per-epoch records of a training run (:class:`RunLog`): ``metrics.csv``, ``results.png``, TensorBoard."""
 
 from __future__ import annotations
 
@@ -9,17 +8,6 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 
 from singleshot.plots import plot_results
-
-
-def new_run_dir(project: str | Path, name: str, exist_ok: bool) -> Path:
-    """``project/name``, or ``project/name2``, ``name3``... when taken (unless ``exist_ok``)."""
-    base = Path(project) / name
-    if exist_ok or not base.exists():
-        return base
-    k = 2
-    while (Path(project) / f"{name}{k}").exists():
-        k += 1
-    return Path(project) / f"{name}{k}"
 
 
 def append_csv(path: Path, row: dict[str, str]) -> None:

@@ -1,12 +1,16 @@
-"""PyTorch DDP plumbing for ``torchrun``: process group, device, rank-0 helpers."""
+"""PyTorch DDP plumbing for ``torchrun``: process group, device, sharding work across ranks and gathering it on
+rank 0. Used by training (``engine/``) and by prediction and evaluation (``predict/``)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -75,3 +79,23 @@ def broadcast_buffers(module: torch.nn.Module, info: DistInfo, include_parameter
     tensors = list(module.buffers()) + (list(module.parameters()) if include_parameters else [])
     for t in tensors:
         dist.broadcast(t.data, src=0)
+
+
+def shard(count: int, info: DistInfo) -> list[int]:
+    """This rank's share of ``count`` items: indices ``rank, rank + world_size, ...`` (no padding, no repeats)."""
+    return list(range(info.rank, count, info.world_size))
+
+
+def gather_shards(values: list[T], info: DistInfo) -> list[T] | None:
+    """On rank 0, every rank's ``values`` (each rank's :func:`shard` of the same items) merged back into item
+    order; ``None`` on the other ranks. Single process: ``values`` itself. Values must be picklable."""
+    if not info.enabled:
+        return values
+    per_rank: list[list[T]] | None = [[] for _ in range(info.world_size)] if info.is_main else None
+    dist.gather_object(values, per_rank, dst=0)
+    if per_rank is None:
+        return None
+    merged: list[T] = []
+    for k in range(max(len(v) for v in per_rank)):
+        merged.extend(v[k] for v in per_rank if k < len(v))
+    return merged

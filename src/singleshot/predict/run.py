@@ -1,0 +1,183 @@
+"""``singleshot predict``: detections on images, folders and videos, written to ``runs/predict/<name>/``.
+
+* annotated images under their own file names, annotated videos as ``<stem>.mp4`` (H.264, the source's frame
+  rate);
+* ``predictions.json``: every detection in the COCO results format (``image_id``, ``category_id`` = label 1..C,
+  ``bbox`` x, y, w, h pixels, ``score``) plus ``file_name`` and ``frame`` (video frame index, else null);
+  ``image_id`` counts the images and frames in source order;
+* with ``save_txt``, ``labels/<stem>.txt`` (videos: ``<stem>_<frame>.txt``), YOLO lines ``class cx cy w h conf``;
+* with ``save_crop``, ``crops/<class>/<stem>[_<frame>]_<k>.jpg``.
+
+Under ``torchrun`` each process predicts its share of the sources (whole files) and rank 0 writes one
+``predictions.json``, the same as a single process writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch.distributed as dist
+
+from singleshot.config import PredictConfig
+from singleshot.distributed import DistInfo, gather_shards, init_distributed, shard, shutdown
+from singleshot.folders import new_run_dir
+from singleshot.predict.detector import Detector
+from singleshot.predict.result import Result
+from singleshot.predict.sources import SourceReport, expand
+from singleshot.predict.video import VideoWriter
+from singleshot.progress import Progress
+
+
+@dataclass
+class PredictRun:
+    """What :func:`predict_to_folder` did: where it wrote, how many images and frames, what it skipped."""
+
+    run_dir: Path | None  # None with save=False
+    images: int
+    detections: int
+    predictions: list[dict[str, Any]] = field(repr=False)
+    skipped: SourceReport = field(default_factory=SourceReport)
+    speed: dict[str, float] = field(default_factory=dict)  # mean milliseconds per image
+
+
+class _Outputs:
+    """The files of one run folder: annotated images, videos (one writer open at a time), labels, crops."""
+
+    def __init__(self, run_dir: Path, config: PredictConfig) -> None:
+        self.run_dir = run_dir
+        self.config = config
+        self.video: VideoWriter | None = None
+
+    def add(self, result: Result, stem: str) -> None:
+        c = self.config
+        if result.frame is None:
+            name = result.path.name if result.path is not None else f"{stem}.jpg"
+            result.save(self.run_dir / name, line_width=c.line_width)
+        else:
+            assert result.path is not None
+            target = self.run_dir / f"{result.path.stem}.mp4"
+            if self.video is None or self.video.path != target:
+                self.close()
+                self.video = VideoWriter(target, result.fps or 25.0)
+            self.video.write(np.asarray(result.plot(line_width=c.line_width)))
+        if c.save_txt:
+            (self.run_dir / "labels").mkdir(exist_ok=True)
+            (self.run_dir / "labels" / f"{stem}.txt").write_text(result.to_yolo_txt())
+        if c.save_crop:
+            for k, (name, crop) in enumerate(result.crops()):
+                (self.run_dir / "crops" / name).mkdir(parents=True, exist_ok=True)
+                crop.save(self.run_dir / "crops" / name / f"{stem}_{k}.jpg", quality=95)
+
+    def close(self) -> None:
+        if self.video is not None:
+            self.video.close()
+            self.video = None
+
+
+def _stem(result: Result, index: int) -> str:
+    base = result.path.stem if result.path is not None else f"image{index}"
+    return base if result.frame is None else f"{base}_{result.frame}"
+
+
+def _line(result: Result) -> str:
+    where = str(result.path) if result.path is not None else "image"
+    where += f" frame {result.frame}" if result.frame is not None else ""
+    found = ", ".join(f"{n} {s:.2f}" for n, s in zip(result.class_names, result.scores.tolist(), strict=True))
+    return f"{where}: {len(result)} detections" + (f" ({found})" if found else "")
+
+
+def predict_to_folder(config: PredictConfig, progress: bool = True, log: Callable[[str], None] = print) -> PredictRun:
+    """Run ``singleshot predict`` (module docstring); under ``torchrun``, as one of its processes."""
+    config.validate()
+    info = init_distributed(config.device)
+    try:
+        return _run(config, info, progress, log)
+    finally:
+        shutdown(info)
+
+
+def _run(config: PredictConfig, info: DistInfo, progress: bool, log: Callable[[str], None]) -> PredictRun:
+    detector = Detector.from_weights(config.weights, config.device, info)
+    report = SourceReport()
+    items = expand(config.source, report)
+    mine = [items[i] for i in shard(len(items), info)]
+    run_dir = _shared_run_dir(config, info) if config.save else None
+    if run_dir is not None and info.is_main:
+        log(f"{detector.model.name} on {len(items)} sources from {config.source} -> {run_dir}")
+    outputs = _Outputs(run_dir, config) if run_dir is not None else None
+    results = detector.predict(
+        mine, config.conf, config.iou, config.max_det, config.classes, config.batch, stream=True,
+        vid_stride=config.vid_stride, report=report,
+    )  # fmt: skip
+    entries: list[list[Any]] = []  # per source item: [(frame, coco detections without image id, file name)]
+    current: Path | object | None = object()
+    totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+    bar = Progress(results, total=None, desc="predict", enabled=progress and info.is_main)
+    count = 0
+    try:
+        for result in bar:
+            if result.frame is None or result.path != current:
+                entries.append([])
+                current = result.path
+            count += 1
+            for k in totals:
+                totals[k] += result.speed[k]
+            name = result.path.name if result.path is not None else f"image{len(entries) - 1}.jpg"
+            entries[-1].append((result.frame, result.to_coco(image_id=-1), name))
+            if outputs is not None:
+                outputs.add(result, _stem(result, len(entries) - 1))
+            else:
+                log(_line(result))
+            bar.set_postfix({"img/s": f"{count / max(1e-9, sum(totals.values()) / 1e3):.1f}"})
+    finally:
+        if outputs is not None:
+            outputs.close()
+        bar.close()
+    merged = gather_shards(entries, info)
+    counts = gather_shards([(count, totals, dict(report.skipped), report.examples)], info)
+    if merged is None or counts is None:
+        return PredictRun(run_dir, count, 0, [], report)
+    predictions = _number(merged)
+    images = sum(c[0] for c in counts)
+    speed = {k: sum(c[1][k] for c in counts) / max(1, images) for k in totals}
+    for _, _, skipped, examples in counts[1:]:
+        for reason, n in skipped.items():
+            report.skipped[reason] += n
+            report.examples.setdefault(reason, examples.get(reason, []))
+    if run_dir is not None:
+        (run_dir / "predictions.json").write_text(json.dumps(predictions))
+    log(
+        f"{images} images/frames, {len(predictions)} detections; per image: "
+        + ", ".join(f"{k} {v:.1f} ms" for k, v in speed.items())
+    )
+    if report.skipped:
+        log("\n".join(["skipped:", *report.lines()]))
+    if run_dir is not None:
+        log(f"results in {run_dir}")
+    return PredictRun(run_dir, images, len(predictions), predictions, report, speed)
+
+
+def _number(per_item: list[list[tuple[int | None, list[dict[str, Any]], str]]]) -> list[dict[str, Any]]:
+    """COCO results with ``image_id`` counting the images and frames in source order, and file name and frame."""
+    out = []
+    image_id = 0
+    for item in per_item:
+        for frame, detections, name in item:
+            out.extend({**d, "image_id": image_id, "file_name": name, "frame": frame} for d in detections)
+            image_id += 1
+    return out
+
+
+def _shared_run_dir(config: PredictConfig, info: DistInfo) -> Path:
+    """The run folder, chosen by rank 0 and told to the others (each then writes its own files into it)."""
+    chosen = [new_run_dir(config.project, config.name, config.exist_ok) if info.is_main else None]
+    if info.enabled:
+        dist.broadcast_object_list(chosen, src=0)
+    run_dir = Path(chosen[0])  # type: ignore[arg-type]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir

@@ -1,0 +1,206 @@
+"""What ``predict`` can read, turned into a stream of :class:`Frame` s.
+
+A source is an image or video path, a folder (its images and videos, sorted; other files skipped and counted),
+a glob pattern, a ``PIL.Image``, a NumPy ``H x W x 3`` uint8 RGB array, a ``3 x H x W`` tensor (uint8, or float
+in [0, 1]), or a list of any of these. Images are read as training's readers read them (grayscale, palette,
+RGBA, CMYK and 16-bit converted to 8-bit RGB; EXIF orientation applied); JPEGs much larger than the model's input
+are decoded at a reduced scale (:func:`~singleshot.data.images.load_image`), never below the input size. Videos
+are decoded frame by frame with PyAV, so memory stays flat however long they are.
+"""
+
+from __future__ import annotations
+
+import glob
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from singleshot.data.dataset import IMAGE_SUFFIXES
+from singleshot.data.images import ImageError, load_image, read_image
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
+
+
+@dataclass
+class Frame:
+    """One image to predict on: ``image`` uint8 ``[3, h, w]`` (possibly a reduced decode), the ``orig_size``
+    ``(H, W)`` that detections are given in, where it came from, and the milliseconds spent reading it."""
+
+    image: Tensor
+    orig_size: tuple[int, int]
+    path: Path | None = None
+    frame: int | None = None  # index of a video frame (in the video, counting skipped frames)
+    fps: float | None = None  # a video's frame rate
+    read_ms: float = 0.0
+    reload: Callable[[], Tensor] | None = field(default=None, repr=False)  # the full-size image, when reduced
+
+
+@dataclass
+class SourceReport:
+    """Inputs left out, counted by reason, with the first few names (what ``predict`` prints at the end)."""
+
+    skipped: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, reason: str, where: Path | str) -> None:
+        self.skipped[reason] += 1
+        self.examples.setdefault(reason, [])
+        if len(self.examples[reason]) < 3:
+            self.examples[reason].append(str(where))
+
+    def lines(self) -> list[str]:
+        return [f"{n:>6}  {reason}: {', '.join(self.examples[reason])}" for reason, n in self.skipped.most_common()]
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def expand(source: Any, report: SourceReport) -> list[Any]:
+    """The single inputs of ``source`` in order: files (images and videos) and in-memory images.
+
+    Raises:
+        FileNotFoundError: a path or glob that matches nothing.
+        ValueError: a folder without images or videos; a file that is neither; an unsupported object.
+    """
+    if isinstance(source, (list, tuple)):
+        return [item for s in source for item in expand(s, report)]
+    if isinstance(source, (Image.Image, np.ndarray, Tensor)):
+        return [source]
+    if not isinstance(source, (str, Path)):
+        raise ValueError(f"cannot predict on a {type(source).__name__}: give paths, PIL images, arrays or tensors")
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        usable = [p for p in files if is_image(p) or is_video(p)]
+        for p in files:
+            if p not in usable:
+                report.add("not an image or video file, skipped", p)
+        if not usable:
+            raise ValueError(f"{path}: no images or videos in this folder ({len(files)} other files)")
+        return usable
+    if path.is_file():
+        if not (is_image(path) or is_video(path)):
+            raise ValueError(f"{path}: not an image or video file (suffix '{path.suffix}')")
+        return [path]
+    if glob.has_magic(str(source)):
+        matches = sorted(Path(p) for p in glob.glob(str(source), recursive=True) if Path(p).is_file())
+        usable = [p for p in matches if is_image(p) or is_video(p)]
+        if not usable:
+            raise FileNotFoundError(f"{source}: the pattern matches no image or video file")
+        return usable
+    raise FileNotFoundError(f"source not found: {source}")
+
+
+def in_memory_frame(item: Image.Image | np.ndarray | Tensor, index: int) -> Frame:
+    """A frame from an in-memory image (``index`` names it in errors)."""
+    start = time.perf_counter()
+    if isinstance(item, Image.Image):
+        item = np.asarray(item.convert("RGB"))
+    if isinstance(item, np.ndarray):
+        if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
+            raise ValueError(f"image {index}: expected an H x W x 3 uint8 RGB array, got {item.dtype} {item.shape}")
+        image = torch.from_numpy(np.array(item, copy=True)).permute(2, 0, 1)
+    else:
+        if item.ndim != 3 or item.shape[0] != 3 or min(item.shape[1:]) < 1:
+            raise ValueError(f"image {index}: expected a 3 x H x W tensor, got shape {tuple(item.shape)}")
+        if item.is_floating_point():
+            item = (item.clamp(0, 1) * 255).round().to(torch.uint8)
+        elif item.dtype != torch.uint8:
+            raise ValueError(f"image {index}: expected a uint8 or float tensor, got {item.dtype}")
+        image = item.cpu()
+    return Frame(image, (int(image.shape[1]), int(image.shape[2])), read_ms=(time.perf_counter() - start) * 1e3)
+
+
+def reduction(height: int, width: int, reduce_to: int | None) -> int:
+    """The largest of 1, 2, 4, 8 that divides both sides and leaves them at least ``reduce_to`` (as JPEG's DCT
+    scaling chooses)."""
+    factor = 1
+    while reduce_to is not None and factor < 8 and min(height, width) // (factor * 2) >= reduce_to:
+        factor *= 2
+    return factor
+
+
+def _rgb(decoded: Any, width: int | None = None, height: int | None = None) -> Tensor:
+    """A decoded video frame as uint8 ``[3, H, W]`` RGB, scaled by FFmpeg when a size is given."""
+    return torch.from_numpy(decoded.to_ndarray(format="rgb24", width=width, height=height)).permute(2, 0, 1)
+
+
+def video_frames(path: Path, stride: int = 1, reduce_to: int | None = None) -> Iterator[Frame]:
+    """Every ``stride``-th frame of the video at ``path``, decoded one at a time, RGB; with ``reduce_to``, scaled
+    down by 2, 4 or 8 during the colour conversion while both sides stay at least ``reduce_to`` (the full-size
+    frame stays available through :attr:`Frame.reload`).
+
+    Raises:
+        ValueError: not a video PyAV can open, or no video stream in it (naming the file).
+    """
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable video ({exc})") from exc
+    with container:
+        if not container.streams.video:
+            raise ValueError(f"{path}: no video stream in this file")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        try:
+            start = time.perf_counter()
+            for index, decoded in enumerate(container.decode(stream)):
+                if index % stride == 0:
+                    factor = reduction(decoded.height, decoded.width, reduce_to)
+                    size = (decoded.height, decoded.width)
+                    if factor == 1:
+                        image, reload = _rgb(decoded), None
+                    else:
+                        image = _rgb(decoded, decoded.width // factor, decoded.height // factor)
+                        reload = partial(_rgb, decoded)
+                    yield Frame(image, size, path, index, fps, (time.perf_counter() - start) * 1e3, reload)
+                start = time.perf_counter()
+        except av.error.FFmpegError as exc:
+            raise ValueError(f"{path}: corrupt video data ({exc})") from exc
+
+
+def _read(path: Path, reduce_to: int | None) -> Frame | ImageError:
+    start = time.perf_counter()
+    try:
+        image, info = load_image(path, reduce_to=reduce_to)
+    except ImageError as exc:
+        return exc
+    size = (info.height, info.width)
+    reload = None if tuple(image.shape[1:]) == size else partial(read_image, path)
+    return Frame(image, size, path, read_ms=(time.perf_counter() - start) * 1e3, reload=reload)
+
+
+def frames(items: Sequence[Any], reduce_to: int | None, stride: int, report: SourceReport) -> Iterator[Frame]:
+    """The frames of ``items`` (from :func:`expand`), in order. An image that cannot be read is skipped with a
+    warning naming it (and counted in ``report``); a video that cannot be read is an error. (Decoding in a
+    background thread was measured slower on 2 cores: it competes with the network's own threads.)"""
+    for index, item in enumerate(items):
+        if not isinstance(item, Path):
+            yield in_memory_frame(item, index)
+        elif is_video(item):
+            yield from video_frames(item, stride, reduce_to)
+        else:
+            frame = _read(item, reduce_to)
+            if isinstance(frame, ImageError):
+                report.add(f"image skipped: {frame.problem}", item)
+                warnings.warn(f"{frame}; skipped", stacklevel=2)
+                continue
+            yield frame
