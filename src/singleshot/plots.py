@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,14 +24,26 @@ def draw(
     colours: Sequence[str] | None = None,
     line_width: int | None = None,
 ) -> Tensor:
-    """``image`` (uint8 [3, H, W]) with labelled boxes (xyxy pixels) drawn on it; lines ``line_width`` pixels wide
-    (default: a 200th of the shorter side)."""
+    """``image`` (uint8 [3, H, W]) with labelled boxes (xyxy pixels) drawn on it: lines ``line_width`` pixels wide
+    (default: a 200th of the shorter side), white labels on the box's colour, sized to the image."""
     if boxes.numel() == 0:
         return image
-    width = line_width or max(1, round(min(image.shape[-2:]) / 200))
+    side = min(image.shape[-2:])
+    width = line_width or max(1, round(side / 200))
     return draw_bounding_boxes(
-        image, boxes.float(), list(labels), colors=list(colours) if colours else None, width=width
-    )
+        image, boxes.float(), list(labels), colors=list(colours) if colours else None, width=width,
+        font=_font(), font_size=max(9, round(side / 45)), label_colors="white",
+        label_background_colors=list(colours) if colours else None, fill_labels=True,
+    )  # fmt: skip
+
+
+@functools.cache
+def _font() -> str | None:
+    """DejaVu Sans, which matplotlib ships (None: torchvision's small built-in font)."""
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    return str(path) if path.is_file() else None
 
 
 def _colour(label: int) -> str:
