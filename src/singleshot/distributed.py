@@ -3,7 +3,9 @@ rank 0. Used by training (``engine/``) and by prediction and evaluation (``predi
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -44,6 +46,16 @@ def init_distributed(device: str = "auto") -> DistInfo:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
+
+
+@contextlib.contextmanager
+def process_group(device: str = "auto") -> Iterator[DistInfo]:
+    """:func:`init_distributed` for the duration of a ``with`` block, then :func:`shutdown`."""
+    info = init_distributed(device)
+    try:
+        yield info
+    finally:
+        shutdown(info)
 
 
 def resolve_device(requested: str, info: DistInfo) -> torch.device:

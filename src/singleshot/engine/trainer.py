@@ -7,11 +7,12 @@ Run folder ``<project>/<name>/``: ``config.yaml`` (resolved), ``metrics.csv``, T
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from singleshot.config import TrainConfig
 from singleshot.data import DataBundle, open_dataset, synthetic_bundle
 from singleshot.data.loader import Augmented, EpochSampler, make_loader
 from singleshot.data.transforms import build_transforms
-from singleshot.distributed import DistInfo, broadcast_buffers, init_distributed, resolve_device, shutdown
+from singleshot.distributed import DistInfo, broadcast_buffers, process_group, resolve_device
 from singleshot.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from singleshot.engine.ema import ModelEMA
 from singleshot.engine.loop import (
@@ -358,22 +359,28 @@ class Trainer:
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Run a training (single process, or one rank under ``torchrun``). See the module docstring."""
     config.validate()
-    dist = init_distributed(config.device)
+    with process_group(config.device) as dist, _sigterm_raises(dist.is_main):
+        trainer = Trainer(config, dist, progress)
+        try:
+            return trainer.fit()
+        finally:
+            trainer.close()
+
+
+@contextlib.contextmanager
+def _sigterm_raises(enabled: bool) -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`TerminatedError` (so the run checkpoints and leaves), unless a
+    handler other than the default is installed already."""
     previous = signal.getsignal(signal.SIGTERM)
-    handle_sigterm = dist.is_main and previous in (signal.SIG_DFL, None)
+    install = enabled and previous in (signal.SIG_DFL, None)
 
     def on_sigterm(signum: int, frame: object) -> None:
         raise TerminatedError
 
-    if handle_sigterm:
+    if install:
         signal.signal(signal.SIGTERM, on_sigterm)
-    trainer = None
     try:
-        trainer = Trainer(config, dist, progress)
-        return trainer.fit()
+        yield
     finally:
-        if trainer is not None:
-            trainer.close()
-        if handle_sigterm:
+        if install:
             signal.signal(signal.SIGTERM, previous)
-        shutdown(dist)

@@ -23,7 +23,7 @@ from singleshot.config import ValConfig
 from singleshot.data import SYNTHETIC_VAL_SEED, open_split
 from singleshot.data.dataset import EvaluationData
 from singleshot.data.synthetic import SyntheticShapes
-from singleshot.distributed import DistInfo, init_distributed, resolve_device, shutdown
+from singleshot.distributed import DistInfo, process_group, resolve_device
 from singleshot.engine.loop import evaluate_model
 from singleshot.folders import new_run_dir
 from singleshot.metrics import MetricReport, coco_results, confusion_matrix
@@ -76,11 +76,8 @@ def validate(config: ValConfig, progress: bool = True, log: Callable[[str], None
     (the same files as a single process); the other ranks return ``None``.
     """
     config.validate()
-    info = init_distributed(config.device)
-    try:
+    with process_group(config.device) as info:
         return _validate(config, info, progress, log)
-    finally:
-        shutdown(info)
 
 
 def _validate(config: ValConfig, info: DistInfo, progress: bool, log: Callable[[str], None]) -> ValResult | None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch.distributed as dist
 
 from singleshot.config import PredictConfig
-from singleshot.distributed import DistInfo, gather_shards, init_distributed, shard, shutdown
+from singleshot.distributed import DistInfo, gather_shards, process_group, shard
 from singleshot.folders import new_run_dir
 from singleshot.predict.detector import Detector
 from singleshot.predict.result import Result
@@ -94,11 +94,8 @@ def _line(result: Result) -> str:
 def predict_to_folder(config: PredictConfig, progress: bool = True, log: Callable[[str], None] = print) -> PredictRun:
     """Run ``singleshot predict`` (module docstring); under ``torchrun``, as one of its processes."""
     config.validate()
-    info = init_distributed(config.device)
-    try:
+    with process_group(config.device) as info:
         return _run(config, info, progress, log)
-    finally:
-        shutdown(info)
 
 
 def _run(config: PredictConfig, info: DistInfo, progress: bool, log: Callable[[str], None]) -> PredictRun:
