@@ -22,6 +22,21 @@ echo "== 4. ssd300_vgg16, fp16, batch 32, 640 images"
 $S train --model ssd300_vgg16 --batch 32 --synthetic-train 640 --synthetic-val 32 --epochs 1 --workers 4 --project $R --name vgg --predict-images 0 2>&1 | tail -3
 echo "== 5. val on CUDA"
 $S val --weights $R/cuda/weights/best.safetensors --project $R --name val 2>&1 | tail -4
-echo "== 6. fast test suite with CUDA visible"
+echo "== 6. predict on CUDA: 8 images and a 48-frame 640x480 video"
+python3 -c "
+from singleshot.data.synthetic import SyntheticShapes, save_images
+from singleshot.predict.video import VideoWriter
+save_images('/tmp/imgs', 8)
+frames = SyntheticShapes(48, (480, 640), seed=5)
+with VideoWriter('/tmp/imgs/clip.mp4', 24) as w:
+    [w.write(frames[i][0].permute(1, 2, 0).numpy()) for i in range(48)]
+"
+$S predict --weights $R/cuda/weights/best.safetensors --source /tmp/imgs --project $R --name pred --save-txt 2>&1 | tail -3
+python3 -c "
+from pathlib import Path
+from singleshot.predict.sources import video_frames
+print('written video frames:', len(list(video_frames(Path('$R/pred/clip.mp4')))), 'labels:', len(list(Path('$R/pred/labels').iterdir())))
+"
+echo "== 7. fast test suite with CUDA visible"
 python3 -m pytest -q -m "not slow" -p no:cacheprovider 2>&1 | tail -6
 
