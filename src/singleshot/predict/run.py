@@ -112,15 +112,21 @@ def _run(config: PredictConfig, info: DistInfo, progress: bool, log: Callable[[s
         vid_stride=config.vid_stride, report=report,
     )  # fmt: skip
     entries: list[list[Any]] = []  # per source item: [(frame, coco detections without image id, file name)]
-    current: Path | object | None = object()
     totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     bar = Progress(results, total=None, desc="predict", enabled=progress and info.is_main)
     count = 0
+    previous: Result | None = None
     try:
         for result in bar:
-            if result.frame is None or result.path != current:
+            if (
+                result.frame is None
+                or previous is None
+                or previous.frame is None
+                or result.path != previous.path
+                or result.frame <= previous.frame
+            ):  # an image, or the first frame of a video
                 entries.append([])
-                current = result.path
+            previous = result
             count += 1
             for k in totals:
                 totals[k] += result.speed[k]
