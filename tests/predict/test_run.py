@@ -91,7 +91,9 @@ def test_command_line_prints_without_saving_and_names_bad_input(
 
 
 def _predict_rank(rank: int, weights: str, source: str, root: str) -> None:
-    predict_to_folder(PredictConfig(weights, source, conf=0.05, project=root, name="ddp"), False, lambda s: None)
+    run = predict_to_folder(PredictConfig(weights, source, conf=0.05, project=root, name="ddp"), False, lambda s: None)
+    if rank == 0:
+        (Path(root) / "skipped.json").write_text(json.dumps([run.images, dict(run.skipped.skipped)]))
 
 
 def _val_rank(rank: int, weights: str, data: str, root: str) -> None:
@@ -111,6 +113,8 @@ def test_two_processes_write_what_one_process_writes(tmp_path: Path, trained_tin
     run_ranks(_predict_rank, 2, str(weights), str(sources), str(tmp_path))
     merged = json.loads((tmp_path / "ddp" / "predictions.json").read_text())
     assert merged == one.predictions
+    # rank 0 counts each image and each skipped file once, as one process does
+    assert json.loads((tmp_path / "skipped.json").read_text()) == [one.images, dict(one.skipped.skipped)]
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
     data = write_voc_devkit(tmp_path / "voc", count=7)

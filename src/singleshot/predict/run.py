@@ -53,10 +53,11 @@ class _Outputs:
         self.config = config
         self.video: VideoWriter | None = None
 
-    def add(self, result: Result, stem: str) -> None:
+    def add(self, result: Result, name: str, stem: str) -> None:
+        """Write ``result``'s files: an image as ``name``, a video frame into ``<video stem>.mp4``; labels and crops
+        under ``stem``."""
         c = self.config
         if result.frame is None:
-            name = result.path.name if result.path is not None else f"{stem}.jpg"
             result.save(self.run_dir / name, line_width=c.line_width)
         else:
             assert result.path is not None
@@ -79,9 +80,12 @@ class _Outputs:
             self.video = None
 
 
-def _stem(result: Result, index: int) -> str:
-    base = result.path.stem if result.path is not None else f"image{index}"
-    return base if result.frame is None else f"{base}_{result.frame}"
+def _names(result: Result, index: int) -> tuple[str, str]:
+    """The file name of source item ``index`` (in-memory images: ``image<index>.jpg``) and the stem of this
+    result's label and crop files (video frames: ``<stem>_<frame>``)."""
+    name = result.path.name if result.path is not None else f"image{index}.jpg"
+    stem = Path(name).stem
+    return name, stem if result.frame is None else f"{stem}_{result.frame}"
 
 
 def _line(result: Result) -> str:
@@ -100,8 +104,9 @@ def predict_to_folder(config: PredictConfig, progress: bool = True, log: Callabl
 
 def _run(config: PredictConfig, info: DistInfo, progress: bool, log: Callable[[str], None]) -> PredictRun:
     detector = Detector.from_weights(config.weights, config.device, info)
-    report = SourceReport()
+    report = SourceReport()  # what the listing left out (every rank lists all sources; rank 0's counts)
     items = expand(config.source, report)
+    reading = SourceReport()  # what this rank could not read
     mine = [items[i] for i in shard(len(items), info)]
     run_dir = _shared_run_dir(config, info) if config.save else None
     if run_dir is not None and info.is_main:
@@ -109,7 +114,7 @@ def _run(config: PredictConfig, info: DistInfo, progress: bool, log: Callable[[s
     outputs = _Outputs(run_dir, config) if run_dir is not None else None
     results = detector.predict(
         mine, config.conf, config.iou, config.max_det, config.classes, config.batch, stream=True,
-        vid_stride=config.vid_stride, report=report,
+        vid_stride=config.vid_stride, report=reading,
     )  # fmt: skip
     entries: list[list[Any]] = []  # per source item: [(frame, coco detections without image id, file name)]
     totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
@@ -130,10 +135,10 @@ def _run(config: PredictConfig, info: DistInfo, progress: bool, log: Callable[[s
             count += 1
             for k in totals:
                 totals[k] += result.speed[k]
-            name = result.path.name if result.path is not None else f"image{len(entries) - 1}.jpg"
+            name, stem = _names(result, len(entries) - 1)
             entries[-1].append((result.frame, result.to_coco(image_id=-1), name))
             if outputs is not None:
-                outputs.add(result, _stem(result, len(entries) - 1))
+                outputs.add(result, name, stem)
             else:
                 log(_line(result))
             bar.set_postfix({"img/s": f"{count / max(1e-9, sum(totals.values()) / 1e3):.1f}"})
@@ -142,16 +147,14 @@ def _run(config: PredictConfig, info: DistInfo, progress: bool, log: Callable[[s
             outputs.close()
         bar.close()
     merged = gather_shards(entries, info)
-    counts = gather_shards([(count, totals, dict(report.skipped), report.examples)], info)
+    counts = gather_shards([(count, totals, reading)], info)
     if merged is None or counts is None:
-        return PredictRun(run_dir, count, 0, [], report)
+        return PredictRun(run_dir, count, 0, [], reading)
     predictions = _number(merged)
     images = sum(c[0] for c in counts)
     speed = {k: sum(c[1][k] for c in counts) / max(1, images) for k in totals}
-    for _, _, skipped, examples in counts[1:]:
-        for reason, n in skipped.items():
-            report.skipped[reason] += n
-            report.examples.setdefault(reason, examples.get(reason, []))
+    for _, _, rank_reading in counts:
+        report.merge(rank_reading)
     if run_dir is not None:
         (run_dir / "predictions.json").write_text(json.dumps(predictions))
     log(

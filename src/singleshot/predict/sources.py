@@ -58,6 +58,13 @@ class SourceReport:
         if len(self.examples[reason]) < 3:
             self.examples[reason].append(str(where))
 
+    def merge(self, other: SourceReport) -> None:
+        """Add ``other``'s counts (and examples, up to three per reason)."""
+        for reason, n in other.skipped.items():
+            self.skipped[reason] += n
+            kept = self.examples.setdefault(reason, [])
+            kept.extend(other.examples.get(reason, [])[: max(0, 3 - len(kept))])
+
     def lines(self) -> list[str]:
         return [f"{n:>6}  {reason}: {', '.join(self.examples[reason])}" for reason, n in self.skipped.most_common()]
 
@@ -127,7 +134,7 @@ def in_memory_frame(item: Image.Image | np.ndarray | Tensor, index: int) -> Fram
 
 
 def reduction(height: int, width: int, reduce_to: int | None) -> int:
-    """The largest of 1, 2, 4, 8 that divides both sides and leaves them at least ``reduce_to`` (as JPEG's DCT
+    """The largest of 1, 2, 4, 8 by which both sides can be divided and stay at least ``reduce_to`` (as JPEG's DCT
     scaling chooses)."""
     factor = 1
     while reduce_to is not None and factor < 8 and min(height, width) // (factor * 2) >= reduce_to:
