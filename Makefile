@@ -33,7 +33,8 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/postprocess.py
 	$(PY) benchmarks/evaluate.py --images 1000
-	$(PY) benchmarks/train_throughput.py --steps 3
+	$(PY) benchmarks/train_throughput.py --steps 3 --amp off bf16
+	$(PY) benchmarks/inference.py --runs 10 --batches 3
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

@@ -113,6 +113,43 @@ def write_synthetic_images(
     return out
 
 
+# -- comparing detections -------------------------------------------------------------------------------
+def unmatched_detections(
+    ours: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], box_tol: float = 0.5, score_tol: float = 1e-4
+) -> list[int]:
+    """Indices of ``ref``'s detections with no counterpart in ``ours`` (same label, every box coordinate within
+    ``box_tol`` pixels, score within ``score_tol``), each of ours used once: compares detections, not arrays, since
+    NMS may order tied scores differently."""
+    used = torch.zeros(len(ours["scores"]), dtype=torch.bool)
+    missing = []
+    for i in range(len(ref["scores"])):
+        close = (
+            (ours["labels"] == ref["labels"][i])
+            & ((ours["boxes"] - ref["boxes"][i]).abs().amax(dim=1) <= box_tol)
+            & ((ours["scores"] - ref["scores"][i]).abs() <= score_tol)
+            & ~used
+        )
+        if close.any():
+            used[int(close.nonzero()[0])] = True
+        else:
+            missing.append(i)
+    return missing
+
+
+def assert_same_detections(
+    ours: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], box_tol: float = 0.5, score_tol: float = 1e-4
+) -> None:
+    """Both ways, every detection has its counterpart (see :func:`unmatched_detections`), except at the cut-off:
+    a detection whose score ties the lowest kept one (within ``score_tol``) may be kept by one side only."""
+    assert abs(len(ours["scores"]) - len(ref["scores"])) <= 1, (len(ours["scores"]), len(ref["scores"]))
+    for a, b in ((ours, ref), (ref, ours)):
+        if len(b["scores"]) == 0:
+            continue
+        floor = float(b["scores"].min()) + score_tol
+        missing = [i for i in unmatched_detections(a, b, box_tol, score_tol) if float(b["scores"][i]) > floor]
+        assert not missing, f"{len(missing)} of {len(b['scores'])} detections unmatched, e.g. {b['boxes'][missing[0]]}"
+
+
 # -- several processes (DDP with gloo on the CPU) -------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:

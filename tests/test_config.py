@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 
 from singleshot.cli import make_parser
-from singleshot.config import TrainConfig, ValConfig, add_config_flags, resolve
+from singleshot.config import BenchmarkConfig, ExportConfig, TrainConfig, ValConfig, add_config_flags, resolve
 
 
 def _parse(*argv: str) -> TrainConfig:
@@ -57,7 +57,7 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
     return dict(sub.choices)
 
 
-@pytest.mark.parametrize("command", ["train", "val", "check-data", "models"])
+@pytest.mark.parametrize("command", ["train", "val", "predict", "export", "benchmark", "check-data", "models"])
 def test_every_flag_has_a_sentence_of_help(command: str) -> None:
     parser = _subcommands()[command]
     actions = [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
@@ -71,11 +71,23 @@ def test_every_flag_has_a_sentence_of_help(command: str) -> None:
 
 def test_train_and_val_flags_are_the_config_fields() -> None:
     commands = _subcommands()
-    for command, cls in (("train", TrainConfig), ("val", ValConfig)):
+    configs = {"train": TrainConfig, "val": ValConfig, "export": ExportConfig, "benchmark": BenchmarkConfig}
+    for command, cls in configs.items():
         dests = {a.dest for a in commands[command]._actions} - {"help", "config"}
         assert dests == {f.name for f in dataclasses.fields(cls)}, command
     augment = next(a for a in commands["train"]._actions if a.dest == "augment")
     assert augment.choices == ["ssd", "ssdlite", "eval"]  # a typed choice, not a free string
+    backends = next(a for a in commands["benchmark"]._actions if a.dest == "backends")
+    assert backends.choices == ["torch-fp32", "torch-bf16", "ort-fp32", "ort-int8"] and backends.nargs == "+"
+    args = make_parser().parse_args(["benchmark", "--weights", "w.safetensors", "--backends", "ort-fp32", "ort-int8"])
+    assert resolve(BenchmarkConfig, args).backends == ["ort-fp32", "ort-int8"]
+    with pytest.raises(SystemExit):  # not a backend
+        make_parser().parse_args(["benchmark", "--weights", "w", "--backends", "tensorrt"])
+
+
+def test_export_int8_needs_data() -> None:
+    with pytest.raises(ValueError, match=r"--int8 needs --data"):
+        ExportConfig(weights="w.safetensors", int8=True).validate()
 
 
 def test_val_config_from_the_command_line() -> None:

@@ -9,8 +9,10 @@ from collections.abc import Callable, Sequence
 
 from singleshot import __version__
 from singleshot.config import (
+    BenchmarkConfig,
     CheckDataConfig,
     Config,
+    ExportConfig,
     ModelsConfig,
     PredictConfig,
     TrainConfig,
@@ -58,6 +60,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from singleshot.predict.run import predict_to_folder
 
     predict_to_folder(resolve(PredictConfig, args))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from singleshot.export.run import export_model
+
+    export_model(resolve(ExportConfig, args))
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from singleshot.benchmark import benchmark
+
+    benchmark(resolve(BenchmarkConfig, args))
     return 0
 
 
@@ -116,6 +132,18 @@ def make_parser() -> argparse.ArgumentParser:
         "Run trained weights on images, videos, folders or glob patterns; writes annotated images and videos, "
         "predictions.json (COCO results with file names and frames) and, when asked, YOLO labels and crops to "
         "runs/predict/<name>.",
+    )  # fmt: skip
+    _command(
+        sub, "export", _cmd_export, ExportConfig,
+        "write trained weights as one ONNX file (optionally int8, optionally with NMS inside)",
+        "Export weights to ONNX: normalisation, network, softmax and box decoding in one file with its metadata "
+        "(singleshot.load and singleshot predict take it); --int8 quantises it and checks AP50 before writing.",
+    )  # fmt: skip
+    _command(
+        sub, "benchmark", _cmd_benchmark, BenchmarkConfig,
+        "time inference per backend (PyTorch fp32/bf16, ONNX Runtime fp32/int8) against torchvision's SSD",
+        "Time JPEG-file-to-detections latency and batch throughput of each backend and of torchvision's SSD "
+        "carrying the same weights, on the same images in the same run; prints ratios and the CPU's features.",
     )  # fmt: skip
     _command(
         sub, "check-data", _cmd_check_data, CheckDataConfig,

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal, Self, TypeVar
 import yaml
 
 from singleshot.data.transforms import PRESETS
+from singleshot.onnx_format import CALIBRATION_METHODS, DEFAULT_CALIBRATION
 from singleshot.predict.detector import CONF, IOU, MAX_DET
 
 C = TypeVar("C", bound="Config")
@@ -45,6 +46,18 @@ def _workers(default: int) -> Any:
 
 def _device() -> Any:
     return setting("auto", "auto (this process's GPU when there is one, else the CPU) | cpu | cuda | cuda:N")
+
+
+def _precision() -> Any:
+    return setting(
+        "fp32",
+        "PyTorch inference precision: fp32, bf16 (autocast) or auto (bf16 where the hardware has native bf16 and it "
+        "measures faster); an .onnx file runs at its own",
+    )
+
+
+def _model_file(task: str) -> Any:
+    return setting(help=f"model to {task}: .safetensors of singleshot train, or an .onnx file of singleshot export")
 
 
 def _project(task: str) -> Any:
@@ -151,7 +164,7 @@ class TrainConfig(Config):
     milestones: list[float] = setting([2 / 3, 8 / 9], "multistep: where --gamma applies, as fractions of training")
     gamma: float = setting(0.1, "multistep: learning-rate factor at each milestone")
     amp: Literal["auto", "off", "bf16", "fp16"] = setting(
-        "auto", "mixed precision: auto is fp16 on CUDA and off on the CPU (bf16 pays only with AMX/AVX512-BF16)"
+        "auto", "mixed precision: auto is fp16 on CUDA and off on the CPU; bf16 pays on CPUs with AMX/AVX512-BF16"
     )
     ema: bool | None = setting(
         None, "keep an exponential moving average of the weights; none: only when training from scratch"
@@ -189,12 +202,13 @@ class TrainConfig(Config):
 class ValConfig(Config):
     """What ``singleshot val`` evaluates and where it writes."""
 
-    weights: str = setting(help=".safetensors weights written by singleshot train")
+    weights: str = _model_file("evaluate")
     data: str | None = setting(None, "dataset folder or file; none evaluates on held-out synthetic shapes")
     split: str = setting("val", "split to evaluate (layouts without named splits: train or val of the hold-out)")
     batch: int = _batch(16)
     workers: int = _workers(0)
     device: str = _device()
+    precision: Literal["fp32", "bf16", "auto"] = _precision()
     conf: float = setting(0.25, "score threshold of the confusion matrix and the drawn images (AP uses all)")
     iou: float = setting(0.5, "IoU above which the confusion matrix pairs a detection with an object")
     images: int = setting(8, "images drawn with predictions beside ground truth")
@@ -219,7 +233,7 @@ class ValConfig(Config):
 class PredictConfig(Config):
     """What ``singleshot predict`` runs on, what it keeps and what it writes."""
 
-    weights: str = setting(help=".safetensors weights written by singleshot train")
+    weights: str = _model_file("run")
     source: str = setting(help="image, video, folder (images and videos in it) or glob pattern")
     conf: float = setting(CONF, "least score of a detection kept")
     iou: float = setting(IOU, "IoU above which non-maximum suppression removes a lower-scoring box of its class")
@@ -227,6 +241,7 @@ class PredictConfig(Config):
     classes: list[str] | None = setting(None, "keep only these classes (names, or labels 1..C); none keeps all")
     batch: int = setting(8, "images per forward pass (per process under torchrun)")
     device: str = _device()
+    precision: Literal["fp32", "bf16", "auto"] = _precision()
     vid_stride: int = setting(1, "predict on every n-th video frame (the written video then has only those)")
     save: bool = setting(True, "write annotated images, videos and predictions.json (--no-save prints instead)")
     save_txt: bool = setting(False, "also write YOLO label files (class cx cy w h conf) to labels/")
@@ -246,6 +261,74 @@ class PredictConfig(Config):
         ]
         if not (0 <= self.conf <= 1 and 0 <= self.iou <= 1):
             bad.append(f"conf={self.conf} and iou={self.iou} must be in [0, 1]")
+        return bad
+
+
+@dataclass
+class ExportConfig(Config):
+    """What ``singleshot export`` writes."""
+
+    weights: str = setting(help=".safetensors weights of singleshot train to export")
+    format: Literal["onnx"] = setting("onnx", "file format: onnx (runs on ONNX Runtime, and on OpenVINO or TensorRT)")
+    output: str | None = setting(None, "file to write; none: beside the weights (best.onnx, best-int8.onnx)")
+    nms: bool = setting(False, "also put class-wise NMS in the graph (output: B x max_det x 6 rows), to use it alone")
+    int8: bool = setting(False, "quantise to int8 (ONNX Runtime static QDQ), calibrated on --data's training split")
+    data: str | None = setting(None, "dataset for --int8: calibration images from its train split, AP50 check on val")
+    train_split: str = setting("train", "split whose images calibrate the int8 activation ranges")
+    val_split: str = setting("val", "split on which AP50 is compared before and after int8 quantisation")
+    calibration: int = setting(200, "training images used to calibrate the int8 activation ranges")
+    calibrate: Literal[tuple(CALIBRATION_METHODS)] = setting(  # type: ignore[valid-type]
+        DEFAULT_CALIBRATION, "how activation ranges are set from the calibration images (percentile: 99.999%)"
+    )
+    float_first_conv: bool = setting(False, "keep the first convolution (raw pixels in) in float when quantising")
+    float_heads: bool = setting(False, "keep the prediction heads (scores and offsets out) in float when quantising")
+    max_drop: float = setting(1.0, "refuse to write an int8 model whose val AP50 fell by more than this (points)")
+    force: bool = setting(False, "write the int8 model even when its AP50 fell by more than --max-drop")
+    batch: int = _batch(8)
+
+    what: ClassVar[str] = "export"
+
+    def problems(self) -> list[str]:
+        bad = []
+        if self.int8 and self.data is None:
+            bad.append("--int8 needs --data: its train split calibrates the int8 ranges, its val split checks AP50")
+        if self.calibration < 1 or self.batch < 1:
+            bad.append(f"calibration={self.calibration} and batch={self.batch} must be >= 1")
+        if self.max_drop < 0:
+            bad.append(f"max_drop={self.max_drop} must be >= 0")
+        return bad
+
+
+BACKENDS = ("torch-fp32", "torch-bf16", "ort-fp32", "ort-int8")
+
+
+@dataclass
+class BenchmarkConfig(Config):
+    """What ``singleshot benchmark`` times."""
+
+    weights: str = setting(help=".safetensors weights of singleshot train (torchvision's model gets the same)")
+    source: str | None = setting(
+        None, "JPEG images (folder or glob) to time; none writes 16 synthetic 640x480 JPEGs to a temporary folder"
+    )
+    backends: list[Literal[BACKENDS]] = setting(list(BACKENDS), "backends to time (default: all)")  # type: ignore[valid-type]
+    runs: int = setting(20, "batch-1 latency measurements per backend (images taken in turn)")
+    batches: int = setting(5, "batch-8 throughput measurements per backend")
+    batch: int = setting(8, "images per batch for the throughput figure")
+    int8: str | None = setting(
+        None, "an int8 .onnx of singleshot export --int8 to time; none quantises on the benchmark images (speed only)"
+    )
+    reference: bool = setting(True, "also time torchvision's SSD carrying the same weights (--no-reference skips it)")
+    threads: int | None = setting(None, "CPU threads for every backend; none: one per physical core")
+
+    what: ClassVar[str] = "benchmark"
+
+    def problems(self) -> list[str]:
+        counts = {"runs": self.runs, "batches": self.batches, "batch": self.batch}
+        bad = [f"{k}={v} must be >= 1" for k, v in counts.items() if v < 1]
+        if self.threads is not None and self.threads < 1:
+            bad.append(f"threads={self.threads} must be >= 1")
+        if not self.backends:
+            bad.append("no backend to time")
         return bad
 
 
@@ -345,7 +428,10 @@ def _flag_type(hint: Any) -> tuple[Any, str | None, list[Any] | None]:
     if typing.get_origin(base) is Literal:
         return str, None, list(typing.get_args(base))
     if typing.get_origin(base) is list:
-        return typing.get_args(base)[0], "+", None
+        (item,) = typing.get_args(base)
+        if typing.get_origin(item) is Literal:
+            return str, "+", list(typing.get_args(item))
+        return item, "+", None
     return base, None, None
 
 

@@ -8,7 +8,7 @@ classes or images.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -70,6 +70,24 @@ class PostProcessor(nn.Module):
         self.detections_per_image = detections_per_image
         self.variances = variances
 
+    def settings(self) -> dict[str, float | int | list[float]]:
+        """The constructor's arguments (JSON-ready): ``PostProcessor(**p.settings())`` is an equal post-processor."""
+        return {
+            "score_threshold": self.score_threshold,
+            "nms_threshold": self.nms_threshold,
+            "candidates_per_class": self.candidates_per_class,
+            "detections_per_image": self.detections_per_image,
+            "variances": list(self.variances),
+        }
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, object]) -> PostProcessor:
+        """The inverse of :meth:`settings`; unknown keys are an error."""
+        args = dict(settings)
+        if "variances" in args:
+            args["variances"] = tuple(float(v) for v in args["variances"])  # type: ignore[attr-defined]
+        return cls(**args)  # type: ignore[arg-type]
+
     def forward(
         self,
         cls_logits: Tensor,
@@ -81,7 +99,7 @@ class PostProcessor(nn.Module):
         detections_per_image: int | None = None,
         classes: Tensor | None = None,
     ) -> list[dict[str, Tensor]]:
-        """Detections of each image.
+        """Detections of each image from the head's raw outputs.
 
         Args:
             cls_logits: ``(B, P, C + 1)`` logits, background at index 0.
@@ -95,20 +113,58 @@ class PostProcessor(nn.Module):
             Per image ``{"boxes": (D, 4) xyxy pixels, "scores": (D,), "labels": (D,) int64 in 1..C}``,
             sorted by decreasing score.
         """
+        scores = cls_logits.float().softmax(dim=-1)
+
+        def boxes_of(img: Tensor, prior: Tensor) -> Tensor:  # only the candidates are decoded
+            return decode(bbox_regression[img, prior].float(), priors_cxcywh[prior], self.variances)
+
+        return self._detections(scores, boxes_of, image_sizes, score_threshold, nms_threshold,
+                                detections_per_image, classes)  # fmt: skip
+
+    def from_decoded(
+        self,
+        scores: Tensor,
+        boxes_xyxy: Tensor,
+        image_sizes: Sequence[tuple[int, int]],
+        score_threshold: float | None = None,
+        nms_threshold: float | None = None,
+        detections_per_image: int | None = None,
+        classes: Tensor | None = None,
+    ) -> list[dict[str, Tensor]]:
+        """Detections of each image from already decoded outputs (an exported model's), as :meth:`forward`.
+
+        Args:
+            scores: ``(B, P, C + 1)`` class probabilities (softmax taken), background at index 0.
+            boxes_xyxy: ``(B, P, 4)`` decoded boxes, xyxy normalised to [0, 1] of the input.
+        """
+        return self._detections(scores.float(), lambda img, prior: boxes_xyxy[img, prior].float(), image_sizes,
+                                score_threshold, nms_threshold, detections_per_image, classes)  # fmt: skip
+
+    def _detections(
+        self,
+        probabilities: Tensor,
+        boxes_of: Callable[[Tensor, Tensor], Tensor],
+        image_sizes: Sequence[tuple[int, int]],
+        score_threshold: float | None,
+        nms_threshold: float | None,
+        detections_per_image: int | None,
+        classes: Tensor | None,
+    ) -> list[dict[str, Tensor]]:
+        """Threshold, NMS and cap ``(B, P, C + 1)`` ``probabilities``; ``boxes_of(image, prior)`` gives the
+        candidates' normalised xyxy boxes."""
         threshold = self.score_threshold if score_threshold is None else score_threshold
         nms = self.nms_threshold if nms_threshold is None else nms_threshold
         per_image_cap = self.detections_per_image if detections_per_image is None else detections_per_image
-        batch, _, num_logits = cls_logits.shape
-        scores = cls_logits.float().softmax(dim=-1)[..., 1:]
+        batch, _, num_logits = probabilities.shape
+        scores = probabilities[..., 1:]
         if classes is not None:
             keep = torch.zeros(num_logits - 1, dtype=torch.bool, device=scores.device)
             keep[classes.to(scores.device) - 1] = True
             scores = scores * keep  # excluded classes score 0: below any threshold, never selected
         img, prior, cls, score = select_candidates(scores, threshold, self.candidates_per_class)
 
-        sizes = torch.tensor(image_sizes, dtype=torch.float32, device=cls_logits.device)  # (B, 2) = (H, W)
-        boxes = decode(bbox_regression[img, prior].float(), priors_cxcywh[prior], self.variances)
-        boxes = boxes.clamp(0.0, 1.0) * sizes[img][:, [1, 0, 1, 0]]
+        sizes = torch.tensor(image_sizes, dtype=torch.float32, device=scores.device)  # (B, 2) = (H, W)
+        boxes = boxes_of(img, prior).clamp(0.0, 1.0) * sizes[img][:, [1, 0, 1, 0]]
         keep = batched_nms(boxes, score, img * (num_logits - 1) + cls, nms)
 
         # `keep` is sorted by decreasing score; a stable sort by image keeps that order inside each image.

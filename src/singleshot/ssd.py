@@ -65,7 +65,7 @@ def _check_target(i: int, target: object, num_classes: int) -> None:
         raise ValueError(f"targets[{i}]['labels'] must be in 1..{num_classes} (0 is background), got {labels.tolist()}")
 
 
-def _resize(image: Tensor, size: tuple[int, int]) -> Tensor:
+def resize(image: Tensor, size: tuple[int, int]) -> Tensor:
     """``image`` ``[3, H, W]`` resized to ``size`` = ``(H', W')``, bilinear with antialiasing (uint8 images in the
     channels-last layout, which PyTorch's fast uint8 kernel needs)."""
     batch = image[None]
@@ -139,10 +139,10 @@ class SSD(nn.Module):
         batch = []
         for image in images:
             if tuple(image.shape[-2:]) != size and image.dtype == torch.uint8 and image.device.type == "cpu":
-                image = _resize(image, size)
+                image = resize(image, size)
             x = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
             if tuple(x.shape[-2:]) != size:
-                x = _resize(x, size)
+                x = resize(x, size)
             batch.append(x)
         x = (torch.stack(batch).to(self.mean.device) - self.mean) / self.std
         return x.contiguous(memory_format=self.memory_format)

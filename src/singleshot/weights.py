@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -19,6 +20,7 @@ from torch import Tensor
 
 from singleshot import __version__
 from singleshot.models import build
+from singleshot.postprocess import PostProcessor
 from singleshot.ssd import SSD
 
 #: The ``format`` value in the metadata of every weight file singleshot writes.
@@ -52,6 +54,9 @@ class WeightsMetadata:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     version: str = __version__
+    #: The model's post-processing settings (:meth:`PostProcessor.settings`); exported models carry them, since
+    #: no builder is called when they are loaded. None: the builder's own.
+    postprocess: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -62,10 +67,14 @@ class WeightsMetadata:
         if len(class_names) != model.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model of {model.num_classes} classes")
         p = model.preprocessing
-        return cls(model.name, list(class_names), tuple(p.image_size), tuple(p.mean), tuple(p.std))
+        return cls(
+            model.name, list(class_names), tuple(p.image_size), tuple(p.mean), tuple(p.std),
+            postprocess=model.postprocess.settings(),
+        )  # fmt: skip
 
     def to_strings(self) -> dict[str, str]:
-        return {
+        extra = {} if self.postprocess is None else {"postprocess": json.dumps(self.postprocess)}
+        return extra | {
             "format": FORMAT,
             "singleshot_version": self.version,
             "model": self.model,
@@ -79,8 +88,14 @@ class WeightsMetadata:
     @classmethod
     def from_strings(cls, meta: Mapping[str, str], source: str | Path) -> WeightsMetadata:
         """Parse a file's metadata; a clear error when it is not singleshot's."""
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{source}: no singleshot metadata (model name, classes); was it saved by singleshot?")
+        required = ("format", "model", "num_classes", "classes", "image_size", "mean", "std")
+        missing = [k for k in required if k not in meta]
+        if missing or meta["format"] != FORMAT:
+            what = f"missing metadata {', '.join(missing)}" if missing else f"format is {meta['format']!r}"
+            raise ValueError(
+                f"{source}: not a singleshot model file ({what}); export it with `singleshot export` or save it with "
+                "singleshot.weights.save_weights"
+            )
         try:
             names = json.loads(meta["classes"])
             if len(names) != int(meta["num_classes"]):
@@ -93,6 +108,7 @@ class WeightsMetadata:
                 mean=tuple(float(v) for v in json.loads(meta["mean"])),  # type: ignore[arg-type]
                 std=tuple(float(v) for v in json.loads(meta["std"])),  # type: ignore[arg-type]
                 version=meta.get("singleshot_version", "?"),
+                postprocess=json.loads(meta["postprocess"]) if "postprocess" in meta else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{source}: damaged singleshot metadata ({exc})") from exc
@@ -125,7 +141,8 @@ def load_model(path: str | Path) -> tuple[SSD, list[str]]:
     """Rebuild the model saved by :func:`save_weights`; returns it (in eval mode) and its class names."""
     tensors, raw = read_weights(path)
     meta = WeightsMetadata.from_strings(raw, path)
-    model = build(meta.model, num_classes=meta.num_classes, image_size=meta.image_size)
+    post = {} if meta.postprocess is None else {"postprocess": PostProcessor.from_settings(meta.postprocess)}
+    model = build(meta.model, num_classes=meta.num_classes, image_size=meta.image_size, **post)
     model.load_state_dict(tensors)
     return model.eval(), meta.class_names
 

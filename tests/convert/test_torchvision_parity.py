@@ -80,3 +80,53 @@ def test_conversion_rejects_a_foreign_state_dict() -> None:
         from_torchvision({"roi_heads.box_predictor.cls_score.weight": torch.zeros(1)}, "ssd300_vgg16")
     with pytest.raises(KeyError, match="no torchvision conversion"):
         from_torchvision({}, "ssd512_vgg16")
+
+
+@pytest.mark.parametrize(
+    "name", ["ssd_tiny160", "ssdlite320_mobilenet_v3", pytest.param("ssd300_vgg16", marks=pytest.mark.slow)]
+)
+def test_to_torchvision_carries_our_weights_and_boxes(name: str) -> None:
+    """The benchmarks' reference: torchvision's SSD with our weights gives our head outputs, default boxes and
+    detections."""
+    from singleshot import build
+    from singleshot.convert.torchvision import to_torchvision
+
+    torch.manual_seed(0)
+    ours = build(name, num_classes=3).eval()
+    if name == "ssdlite320_mobilenet_v3":
+        _randomise_ours(ours)
+    ours.use_channels_last(False)
+    reference = to_torchvision(ours)
+    size = ours.preprocessing.image_size
+    assert reference.transform.image_mean == list(ours.preprocessing.mean)
+    assert (reference.score_thresh, reference.detections_per_img) == (
+        ours.postprocess.score_threshold, ours.postprocess.detections_per_image,
+    )  # fmt: skip
+    x = torch.randn(2, *(3, *size))
+    with torch.no_grad():
+        features = list(reference.backbone(x).values())
+        expected = reference.head(features)
+        cls_logits, bbox_regression = ours.head_outputs(x)
+        anchors = reference.anchor_generator(ImageList(x, [size] * 2), features)
+        want = reference.postprocess_detections(expected, anchors, [size] * 2)
+        got = ours.postprocess(cls_logits, bbox_regression, ours.priors, [size] * 2)
+    torch.testing.assert_close(expected["cls_logits"], cls_logits)
+    torch.testing.assert_close(expected["bbox_regression"], bbox_regression)
+    torch.testing.assert_close(anchors[0] / size[0], cxcywh_to_xyxy(ours.priors))
+    for g, w in zip(got, want, strict=True):
+        assert len(g["scores"]) > 0
+        torch.testing.assert_close(g["scores"], w["scores"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(g["boxes"], w["boxes"], atol=1e-3, rtol=0)
+
+
+def _randomise_ours(model: nn.Module) -> None:
+    """As :func:`_randomise`, on our model (SSDLite's own init gives near-zero outputs, all ties)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.normal_(m.bias, std=0.1)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+    for predictor in [*model.head.cls, *model.head.reg]:
+        predictor[1].weight.data.mul_(0.25)

@@ -11,12 +11,18 @@ names, and the same prediction order (cells row-major, then default boxes in the
 
 from __future__ import annotations
 
+import copy
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
-from torch import Tensor
+from torch import Tensor, nn
+from torchvision.models.detection import ssd as torchvision_ssd
+from torchvision.models.detection import ssd300_vgg16, ssdlite320_mobilenet_v3_large
+from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
 from singleshot.models import SSD300_BOXES, SSDLITE320_BOXES, build
+from singleshot.models.common import dry_run
 from singleshot.priors import DefaultBoxConfig
 from singleshot.ssd import SSD
 
@@ -77,6 +83,65 @@ def from_torchvision(state_dict: Mapping[str, Tensor], name: str) -> dict[str, T
             raise KeyError(f"torchvision key '{key}' has no counterpart in {name}: is this a torchvision {name}?")
         out[new] = value
     return out
+
+
+class _FeatureDict(nn.Module):
+    """Our backbone as torchvision's SSD wants it: feature maps in an ordered dict."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.body = backbone
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        return OrderedDict((str(i), f) for i, f in enumerate(self.body(x)))
+
+
+def _default_box_generator(boxes: DefaultBoxConfig) -> DefaultBoxGenerator:
+    """torchvision's generator for our design (exact where each layer's max size is the next one's min size, as
+    in the paper's SSD300/SSD512; otherwise the second square box's size differs slightly)."""
+    side = boxes.image_size[0]
+    scales = [m / side for m in boxes.min_sizes] + [(boxes.max_sizes[-1] or boxes.min_sizes[-1]) / side]
+    steps = [round(s) for s in boxes.steps] if boxes.steps else None
+    ratios = [list(r) for r in boxes.aspect_ratios]
+    return DefaultBoxGenerator(ratios, scales=scales, steps=steps, clip=boxes.clip or boxes.clamp_wh)
+
+
+def to_torchvision(model: SSD) -> nn.Module:
+    """torchvision's SSD carrying ``model``'s weights, default boxes, normalisation and post-processing settings:
+    the reference that benchmarks run beside ours, on the same weights.
+
+    ``ssd300_vgg16`` and ``ssdlite320_mobilenet_v3`` are torchvision's own builders (the inverse of
+    :func:`from_torchvision`); other models (no torchvision counterpart) are torchvision's generic ``SSD`` class
+    around a copy of our backbone, with torchvision's head, anchors, transform and post-processing.
+    """
+    num_classes = model.num_classes + 1  # torchvision counts background
+    state = model.state_dict()
+    if model.name in _RULES:
+        make = ssd300_vgg16 if model.name == "ssd300_vgg16" else ssdlite320_mobilenet_v3_large
+        reference = make(weights=None, weights_backbone=None, num_classes=num_classes)
+        rules = _RULES[model.name]
+        converted = {k: state[_rename(k, rules) or k] for k in reference.state_dict()}
+    else:
+        channels = [int(f.shape[1]) for f in dry_run(model.backbone, model.preprocessing.image_size)]
+        reference = torchvision_ssd.SSD(
+            _FeatureDict(copy.deepcopy(model.backbone)),
+            _default_box_generator(model.default_boxes),
+            model.preprocessing.image_size,
+            num_classes,
+            head=torchvision_ssd.SSDHead(channels, model.default_boxes.boxes_per_location(), num_classes),
+        )
+        converted = {}
+        for key in reference.state_dict():
+            ours = key.replace("backbone.body.", "backbone.", 1)
+            converted[key] = state[_rename(ours, _HEAD_RULES) or ours]
+    reference.load_state_dict(converted, strict=True)
+    reference.anchor_generator = _default_box_generator(model.default_boxes)
+    reference.transform.image_mean = list(model.preprocessing.mean)
+    reference.transform.image_std = list(model.preprocessing.std)
+    post = model.postprocess
+    reference.score_thresh, reference.nms_thresh = post.score_threshold, post.nms_threshold
+    reference.topk_candidates, reference.detections_per_img = post.candidates_per_class, post.detections_per_image
+    return reference.eval()
 
 
 def torchvision_default_boxes(name: str) -> DefaultBoxConfig:

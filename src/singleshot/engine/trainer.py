@@ -35,6 +35,7 @@ from singleshot.engine.loop import (
     amp_dtype,
     evaluate_model,
     train_one_epoch,
+    use_amp_layout,
 )
 from singleshot.engine.run_log import RunLog
 from singleshot.folders import new_run_dir
@@ -107,10 +108,11 @@ def make_optimization(
 ) -> Optimization:
     """SGD with the warm-up/decay schedule, mixed precision, EMA and, under ``torchrun``, the DDP wrapper."""
     total_steps = config.epochs * steps_per_epoch
+    amp = amp_dtype(config.amp, device)
+    use_amp_layout(model, amp, device)
     optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.lr, momentum=config.momentum)
     warmup = min(round(config.warmup_epochs * steps_per_epoch), total_steps // 2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_steps, warmup))
-    amp = amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     use_ema = config.ema if config.ema is not None else config.weights is None
     ema = ModelEMA(model, config.ema_decay) if use_ema else None

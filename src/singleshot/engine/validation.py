@@ -23,13 +23,13 @@ from singleshot.config import ValConfig
 from singleshot.data import SYNTHETIC_VAL_SEED, open_split
 from singleshot.data.dataset import EvaluationData
 from singleshot.data.synthetic import SyntheticShapes
-from singleshot.distributed import DistInfo, process_group, resolve_device
+from singleshot.distributed import DistInfo, process_group
 from singleshot.engine.loop import evaluate_model
 from singleshot.folders import new_run_dir
 from singleshot.metrics import MetricReport, coco_results, confusion_matrix
 from singleshot.plots import plot_confusion_matrix, plot_pr_curves, prediction_pair, save_image
+from singleshot.predict import Detector
 from singleshot.types import Detection, Target
-from singleshot.weights import load_model
 
 
 @dataclass
@@ -82,14 +82,12 @@ def validate(config: ValConfig, progress: bool = True, log: Callable[[str], None
 
 def _validate(config: ValConfig, info: DistInfo, progress: bool, log: Callable[[str], None]) -> ValResult | None:
     say = log if info.is_main else (lambda _: None)
-    model, class_names = load_model(config.weights)
-    device = resolve_device(config.device, info)
-    dataset, description = open_eval_data(
-        config.data, config.split, class_names, model.preprocessing.image_size, config.synthetic
-    )
-    say(f"{model.name} ({Path(config.weights).name}) on {description}")
+    detector = Detector.from_weights(config.weights, config.device, info, config.precision)
+    class_names = detector.names
+    dataset, description = open_eval_data(config.data, config.split, class_names, detector.image_size, config.synthetic)
+    say(f"{detector.name} ({Path(config.weights).name}, {detector.precision}) on {description}")
     evaluation = evaluate_model(
-        model, dataset, device, config.batch, config.workers, config.coco, progress, desc="val", dist=info
+        detector, dataset, detector.device, config.batch, config.workers, config.coco, progress, desc="val", dist=info
     )
     if evaluation is None:
         return None

@@ -37,7 +37,9 @@ class TinyBackbone(nn.Module):
                 nn.Sequential(_conv(64, 128, 2), _conv(128, 128)),
                 _conv(128, 128, 2),
                 _conv(128, 128, 2),
-                nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(1), nn.Unflatten(1, (128, 1, 1)), _conv(128, 128)),
+                # The two Identity modules keep the weight names of earlier releases (the conv is stages.4.3); they
+                # replaced a Flatten/Unflatten pair that did nothing but froze the batch size in traced graphs.
+                nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Identity(), nn.Identity(), _conv(128, 128)),
             ]
         )
         for m in self.modules():

@@ -14,15 +14,19 @@ from singleshot.predict.result import Result
 from singleshot.predict.sources import Frame, SourceReport
 
 
-def load(weights: str | Path, device: str = "auto") -> Detector:
-    """The model saved in ``weights`` (a ``.safetensors`` file of ``singleshot train``), its class names and
-    preprocessing from the file's metadata, on ``device`` (``auto``: the GPU when there is one, else the CPU).
+def load(weights: str | Path, device: str = "auto", precision: str = "fp32") -> Detector:
+    """The model saved in ``weights``, with its class names and preprocessing from the file's metadata:
+
+    * a ``.safetensors`` file of ``singleshot train``, run by PyTorch on ``device`` (``auto``: the GPU when there
+      is one, else the CPU) at ``precision`` (``fp32``, ``bf16`` or ``auto``: see :class:`Detector`);
+    * an ``.onnx`` file of ``singleshot export``, run by ONNX Runtime on the CPU.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a readable ``.safetensors`` file, or not singleshot's (nothing in it is executed).
+        ValueError: not a readable file, or not singleshot's (nothing in it is executed).
+        ImportError: an ``.onnx`` file on a machine without the onnxruntime package.
     """
-    return Detector.from_weights(weights, device)
+    return Detector.from_weights(weights, device, precision=precision)
 
 
 __all__ = ["Detector", "Frame", "Result", "SourceReport", "load"]

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor
 
 from singleshot.distributed import DistInfo, resolve_device
+from singleshot.postprocess import PostProcessor
+from singleshot.predict.backends import Backend, OnnxBackend, TorchBackend
 from singleshot.predict.result import Result
 from singleshot.predict.sources import Frame, SourceReport, expand, frames
 from singleshot.ssd import SSD
@@ -27,25 +29,69 @@ MAX_DET = 200
 
 
 class Detector:
-    """A model, its class names and its device.
+    """A model, its class names and the backend that runs it.
 
-    Build one with :func:`singleshot.load` (from a ``.safetensors`` file of ``singleshot train``) or from a model
-    in memory: ``Detector(model, class_names)``.
+    Build one with :func:`singleshot.load` (a ``.safetensors`` file of ``singleshot train``, or an ``.onnx`` file
+    of ``singleshot export``) or from a model in memory: ``Detector(model, class_names)``.
+
+    Args:
+        model: an :class:`~singleshot.ssd.SSD` (run by PyTorch on ``device``) or a ready backend
+            (:class:`~singleshot.predict.backends.OnnxBackend`).
+        precision: for PyTorch: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 where this machine has native bf16
+            and it measured faster, else fp32; see :mod:`singleshot.predict.precision`).
     """
 
-    def __init__(self, model: SSD, class_names: Sequence[str], device: str | torch.device = "cpu") -> None:
-        if len(class_names) != model.num_classes:
-            raise ValueError(f"{len(class_names)} class names for a model of {model.num_classes} classes")
+    def __init__(
+        self,
+        model: SSD | Backend,
+        class_names: Sequence[str],
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+    ) -> None:
         self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
+        if isinstance(model, SSD):
+            if len(class_names) != model.num_classes:
+                raise ValueError(f"{len(class_names)} class names for a model of {model.num_classes} classes")
+            self.model: SSD | None = model
+            self.backend: Backend = TorchBackend(model, self.device, precision)
+        else:
+            self.model, self.backend, self.device = None, model, torch.device("cpu")
         self.names = list(class_names)
 
     @classmethod
-    def from_weights(cls, weights: str | Path, device: str = "auto", dist: DistInfo | None = None) -> Detector:
-        """Read ``weights`` (see :func:`~singleshot.weights.load_model`) onto ``device`` (``auto``: this process's
-        GPU when there is one, else the CPU)."""
+    def from_weights(
+        cls, weights: str | Path, device: str = "auto", dist: DistInfo | None = None, precision: str = "fp32"
+    ) -> Detector:
+        """Read ``weights``: a ``.safetensors`` file (see :func:`~singleshot.weights.load_model`) run by PyTorch on
+        ``device`` (``auto``: this process's GPU when there is one, else the CPU) at ``precision``, or an ``.onnx``
+        file of ``singleshot export`` run by ONNX Runtime on the CPU (its precision is the file's)."""
+        if str(weights).endswith(".onnx"):
+            if precision == "bf16":
+                raise ValueError(f"{weights}: an ONNX file runs at its own precision; bf16 applies to PyTorch weights")
+            backend = OnnxBackend(weights)
+            return cls(backend, backend.meta.class_names)
         model, names = load_model(weights)
-        return cls(model, names, resolve_device(device, dist or DistInfo()))
+        return cls(model, names, resolve_device(device, dist or DistInfo()), precision)
+
+    @property
+    def name(self) -> str:
+        """The model's builder name (``ssd300_vgg16``, ...)."""
+        return self.backend.name
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """The network's input ``(H, W)``."""
+        return self.backend.image_size
+
+    @property
+    def postprocess(self) -> PostProcessor:
+        """The model's own post-processing settings (those ``val`` uses)."""
+        return self.backend.postprocess
+
+    @property
+    def precision(self) -> str:
+        """``fp32``, ``bf16`` or ``int8`` (an ONNX file quantised by ``singleshot export --int8``)."""
+        return self.backend.precision
 
     def class_labels(self, classes: Sequence[str | int] | None) -> Tensor | None:
         """Labels 1..C of ``classes`` given by name or by label; ``None`` keeps every class.
@@ -90,20 +136,18 @@ class Detector:
             per image ``{"boxes" (D, 4) xyxy pixels of ``sizes``, "scores" (D,), "labels" (D,) in 1..C}`` on the
             CPU, and ``{"preprocess", "inference", "postprocess"}`` milliseconds.
         """
-        m = self.model
+        b = self.backend
         sizes = [(int(im.shape[1]), int(im.shape[2])) for im in images] if sizes is None else list(sizes)
         start = time.perf_counter()
-        x = m.normalize([im.to(self.device, non_blocking=True) for im in images])
-        normalized = self._clock()
-        cls_logits, bbox_regression = m.head_outputs(x)
+        batch = b.prepare(images)
+        prepared = self._clock()
+        outputs = b.infer(batch)
         inferred = self._clock()
-        detections = m.postprocess(
-            cls_logits, bbox_regression, m.priors, sizes, score_threshold=conf, nms_threshold=iou,
-            detections_per_image=max_det, classes=classes,
-        )  # fmt: skip
+        settings = {"score_threshold": conf, "nms_threshold": iou, "detections_per_image": max_det, "classes": classes}
+        detections = b.detections(outputs, sizes, **settings)
         detections = [Detection(**{k: v.cpu() for k, v in d.items()}) for d in detections]  # type: ignore[typeddict-item]
         done = self._clock()
-        ms = {"preprocess": normalized - start, "inference": inferred - normalized, "postprocess": done - inferred}
+        ms = {"preprocess": prepared - start, "inference": inferred - prepared, "postprocess": done - inferred}
         return detections, {k: v * 1e3 for k, v in ms.items()}
 
     def _clock(self) -> float:
@@ -156,7 +200,7 @@ class Detector:
         vid_stride: int,
         report: SourceReport,
     ) -> Iterator[Result]:
-        reduce_to = max(self.model.preprocessing.image_size)
+        reduce_to = max(self.image_size)
         stream = frames(items, reduce_to, vid_stride, report)
         while chunk := list(islice(stream, batch)):
             yield from self._batch_results(chunk, conf, iou, max_det, labels)

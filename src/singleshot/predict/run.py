@@ -103,14 +103,14 @@ def predict_to_folder(config: PredictConfig, progress: bool = True, log: Callabl
 
 
 def _run(config: PredictConfig, info: DistInfo, progress: bool, log: Callable[[str], None]) -> PredictRun:
-    detector = Detector.from_weights(config.weights, config.device, info)
+    detector = Detector.from_weights(config.weights, config.device, info, config.precision)
     report = SourceReport()  # what the listing left out (every rank lists all sources; rank 0's counts)
     items = expand(config.source, report)
     reading = SourceReport()  # what this rank could not read
     mine = [items[i] for i in shard(len(items), info)]
     run_dir = _shared_run_dir(config, info) if config.save else None
     if run_dir is not None and info.is_main:
-        log(f"{detector.model.name} on {len(items)} sources from {config.source} -> {run_dir}")
+        log(f"{detector.name} on {len(items)} sources from {config.source} -> {run_dir}")
     outputs = _Outputs(run_dir, config) if run_dir is not None else None
     results = detector.predict(
         mine, config.conf, config.iou, config.max_det, config.classes, config.batch, stream=True,

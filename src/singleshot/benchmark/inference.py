@@ -1,0 +1,191 @@
+"""``singleshot benchmark``: inference speed of each backend against torchvision's SSD on the same weights.
+
+For every backend (PyTorch fp32 and bf16, ONNX Runtime fp32 and int8) and for torchvision's model carrying the
+same weights (:func:`singleshot.convert.torchvision.to_torchvision`), all in one process on the same JPEG files:
+
+* batch-1 latency, JPEG file on disk to detections (median and 90th percentile);
+* batch-``B`` throughput (images/s), also end to end;
+* the ratio of each time to torchvision's (below 1: faster than torchvision);
+* achieved multiply-adds per second: the model's multiply-adds times the end-to-end throughput;
+* where our time goes: median milliseconds per image of reading and preprocessing, network, post-processing.
+
+Measurements are interleaved (one of each backend in turn), so that a noisy neighbour on a shared machine slows
+all of them alike. Every backend uses the model's own post-processing settings, as torchvision does.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from singleshot.config import BenchmarkConfig
+from singleshot.convert.torchvision import to_torchvision
+from singleshot.cpu import cpu_features
+from singleshot.data.images import read_image
+from singleshot.data.synthetic import SyntheticShapes
+from singleshot.export import export_onnx, quantize_int8
+from singleshot.predict import Detector
+from singleshot.predict.backends import OnnxBackend
+from singleshot.predict.sources import SourceReport, expand, is_image
+from singleshot.ssd import resize
+from singleshot.summary import summarize
+from singleshot.weights import load_model
+
+REFERENCE = "torchvision"
+#: Benchmark images that calibrate an int8 model made for timing only (no --int8 file given).
+CALIBRATION_IMAGES = 16
+
+
+@dataclass
+class Timing:
+    """One backend's measurements (seconds) and our stage breakdown (milliseconds per image)."""
+
+    name: str
+    latency: list[float] = field(default_factory=list)
+    batch: list[float] = field(default_factory=list)
+    stages: dict[str, list[float]] = field(default_factory=dict)
+
+    def median_latency(self) -> float:
+        return statistics.median(self.latency)
+
+    def p90_latency(self) -> float:
+        return float(np.percentile(self.latency, 90))
+
+    def images_per_s(self, batch: int) -> float:
+        return batch / statistics.median(self.batch)
+
+
+def synthetic_jpegs(folder: Path, count: int = 16) -> list[Path]:
+    """``count`` synthetic-shape images at 640x480 saved as JPEG (quality 90)."""
+    data = SyntheticShapes(count, (480, 640), seed=0)
+    paths = []
+    for i in range(count):
+        path = folder / f"bench_{i:03d}.jpg"
+        Image.fromarray(data[i][0].permute(1, 2, 0).numpy()).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def _images(source: str) -> list[Path]:
+    """The image files of ``source`` (videos are not timed)."""
+    paths = [Path(p) for p in expand(source, SourceReport()) if isinstance(p, (str, Path)) and is_image(Path(p))]
+    if not paths:
+        raise ValueError(f"{source}: no image files to time")
+    return paths
+
+
+def _ours(detector: Detector) -> Callable[[Sequence[Path]], dict[str, float]]:
+    """Detect on files with the model's own settings; returns the summed per-image stage milliseconds."""
+    post = detector.postprocess
+    settings = {"conf": post.score_threshold, "iou": post.nms_threshold, "max_det": post.detections_per_image}
+
+    def run(paths: Sequence[Path]) -> dict[str, float]:
+        results = detector.predict([str(p) for p in paths], batch=len(paths), **settings)
+        return {k: sum(r.speed[k] for r in results) / len(results) for k in results[0].speed}
+
+    return run
+
+
+def _torchvision(model: torch.nn.Module) -> Callable[[Sequence[Path]], dict[str, float]]:
+    """torchvision's way: decode with ``torchvision.io``, floats in [0, 1], the model's own transform."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    def run(paths: Sequence[Path]) -> dict[str, float]:
+        images = [decode_image(read_file(str(p)), mode=ImageReadMode.RGB) for p in paths]
+        with torch.no_grad():
+            model([im.float() / 255 for im in images])
+        return {}
+
+    return run
+
+
+def _int8_file(config: BenchmarkConfig, fp32: Path, paths: list[Path], size: tuple[int, int], tmp: Path) -> Path:
+    if config.int8:
+        return Path(config.int8)
+    images = (resize(read_image(p), size)[None].contiguous().numpy() for p in paths[:CALIBRATION_IMAGES])
+    return quantize_int8(fp32, tmp / "int8.onnx", images)
+
+
+def benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -> dict[str, Timing]:
+    """Time every backend of ``config`` (see the module docstring); prints the table and returns the timings."""
+    config.validate()
+    threads = config.threads or cpu_features().physical_cores
+    torch.set_num_threads(threads)
+    model, names = load_model(config.weights)
+    macs = summarize(model).multiply_adds
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        paths = _images(config.source) if config.source else synthetic_jpegs(tmp)
+        runners: dict[str, Callable[[Sequence[Path]], dict[str, float]]] = {}
+        if config.reference:
+            runners[REFERENCE] = _torchvision(to_torchvision(model))
+        fp32 = export_onnx(model, names, tmp / "fp32.onnx")
+        size = model.preprocessing.image_size
+        for backend in config.backends:
+            if backend.startswith("torch"):
+                detector = Detector(model, names, "cpu", precision=backend.removeprefix("torch-"))
+            else:
+                file = fp32 if backend == "ort-fp32" else _int8_file(config, fp32, paths, size, tmp)
+                detector = Detector(OnnxBackend(file, threads), names)
+            runners[backend] = _ours(detector)
+        timings = _measure(runners, paths, config.runs, config.batches, config.batch)
+    log(format_table(timings, model.name, macs, config.batch, threads, len(paths)))
+    return timings
+
+
+def _measure(
+    runners: dict[str, Callable[[Sequence[Path]], dict[str, float]]],
+    paths: list[Path],
+    runs: int,
+    batches: int,
+    batch: int,
+) -> dict[str, Timing]:
+    timings = {name: Timing(name) for name in runners}
+    for run in runners.values():  # warm-up: first-call allocations, kernel choices, file cache
+        run(paths[:1])
+        run([paths[i % len(paths)] for i in range(batch)])
+    for r in range(runs):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            stages = run([paths[r % len(paths)]])
+            timings[name].latency.append(time.perf_counter() - start)
+            for k, v in stages.items():
+                timings[name].stages.setdefault(k, []).append(v)
+    for b in range(batches):
+        chunk = [paths[(b * batch + i) % len(paths)] for i in range(batch)]
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(chunk)
+            timings[name].batch.append(time.perf_counter() - start)
+    return timings
+
+
+def format_table(timings: dict[str, Timing], model: str, macs: int, batch: int, threads: int, images: int) -> str:
+    """The benchmark's printed report: one row per backend, ratios to torchvision's times."""
+    ref = timings.get(REFERENCE)
+    lines = [
+        f"{model}: {images} JPEG images, {threads} threads; {cpu_features().describe()}",
+        f"torch {torch.__version__}; ratio = our time / torchvision's time (below 1: faster)",
+        f"{'backend':<12} {'p50 ms':>8} {'p90 ms':>8} {'ratio':>6} {f'b{batch} img/s':>10} {'ratio':>6} "
+        f"{'GMAC/s':>7}  ours, ms per image: read+preprocess / network / postprocess",
+    ]
+    for name, t in timings.items():
+        lat_ratio = f"{t.median_latency() / ref.median_latency():.2f}" if ref else "-"
+        thr_ratio = f"{ref.images_per_s(batch) / t.images_per_s(batch):.2f}" if ref else "-"
+        stages = ""
+        if t.stages:
+            med = {k: statistics.median(v) for k, v in t.stages.items()}
+            stages = f"  {med['preprocess']:.1f} / {med['inference']:.1f} / {med['postprocess']:.1f}"
+        lines.append(
+            f"{name:<12} {1e3 * t.median_latency():>8.1f} {1e3 * t.p90_latency():>8.1f} {lat_ratio:>6} "
+            f"{t.images_per_s(batch):>10.1f} {thr_ratio:>6} {macs * t.images_per_s(batch) / 1e9:>7.1f}{stages}"
+        )
+    return "\n".join(lines)

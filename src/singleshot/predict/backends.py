@@ -1,0 +1,166 @@
+"""Inference backends behind :class:`~singleshot.predict.Detector`: PyTorch (fp32 or bf16 autocast) and ONNX Runtime.
+
+A backend takes a batch of images through three timed stages, :meth:`prepare` (resize, normalise), :meth:`infer`
+(the network) and :meth:`detections` (thresholds, NMS, top-k on the host). Both backends end in the same
+vectorised :class:`~singleshot.postprocess.PostProcessor`, so their detections agree to float rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from singleshot.cpu import cpu_features
+from singleshot.onnx_format import INPUT, read_metadata
+from singleshot.postprocess import PostProcessor
+from singleshot.predict.precision import PRECISIONS, autocast_dtype, choose_precision
+from singleshot.ssd import SSD, resize
+
+
+class Backend(Protocol):
+    """What :class:`~singleshot.predict.Detector` needs of an inference engine."""
+
+    name: str  # the model's builder name
+    image_size: tuple[int, int]  # the network's input (H, W)
+    postprocess: PostProcessor  # the model's own settings
+    precision: str  # fp32 | bf16 | int8
+
+    def prepare(self, images: Sequence[Tensor]) -> Any: ...
+
+    def infer(self, batch: Any) -> tuple[Tensor, ...]: ...
+
+    def detections(
+        self, outputs: tuple[Tensor, ...], sizes: Sequence[tuple[int, int]], **settings: Any
+    ) -> list[dict[str, Tensor]]: ...
+
+
+class TorchBackend:
+    """An :class:`~singleshot.ssd.SSD` in PyTorch on ``device``, in fp32 or under bf16 autocast.
+
+    Args:
+        precision: ``fp32``, ``bf16`` (autocast; pays on CPUs with AVX512-BF16 or AMX, and on recent GPUs) or
+            ``auto`` (the faster of the two, measured once on this machine and cached; see
+            :func:`~singleshot.predict.precision.choose_precision`).
+    """
+
+    def __init__(self, model: SSD, device: torch.device, precision: str = "fp32") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        self.model = model.eval().to(device)
+        self.device = device
+        self.name = model.name
+        self.image_size = model.preprocessing.image_size
+        self.postprocess = model.postprocess
+        self.precision = choose_precision(self.model, device) if precision == "auto" else precision
+        self._dtype = autocast_dtype(self.precision)
+
+    def prepare(self, images: Sequence[Tensor]) -> Tensor:
+        return self.model.normalize([im.to(self.device, non_blocking=True) for im in images])
+
+    def infer(self, batch: Tensor) -> tuple[Tensor, Tensor]:
+        with self._autocast():
+            return self.model.head_outputs(batch)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self._dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self._dtype)
+
+    def detections(
+        self, outputs: tuple[Tensor, ...], sizes: Sequence[tuple[int, int]], **settings: Any
+    ) -> list[dict[str, Tensor]]:
+        cls_logits, bbox_regression = outputs
+        return self.model.postprocess(cls_logits, bbox_regression, self.model.priors, sizes, **settings)
+
+
+class OnnxBackend:
+    """A model exported by ``singleshot export`` (:mod:`singleshot.export`), run by ONNX Runtime on the CPU with
+    all graph optimisations and one thread per physical core.
+
+    The file's metadata gives the model name, classes, input size and post-processing settings. A file exported
+    with ``--nms`` does NMS in the graph at its own IoU threshold; the host then only applies ``conf``,
+    ``classes`` and ``max_det`` (an ``iou`` other than the file's is reported once and not applied).
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # a dependency, but a trimmed install may lack it
+            raise ImportError(f"{path}: ONNX models run with the onnxruntime package: pip install onnxruntime") from exc
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model not found: {path}")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or cpu_features().physical_cores
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable ONNX model ({exc})") from exc
+        meta, self.graph, self.precision = read_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+        self.meta = meta
+        self.name = meta.model
+        self.image_size = meta.image_size
+        self.postprocess = PostProcessor.from_settings(meta.postprocess or {})
+        self._input = INPUT
+        self._warned_iou = False
+
+    def prepare(self, images: Sequence[Tensor]) -> np.ndarray:
+        batch = []
+        for image in images:
+            image = image.cpu()
+            if image.is_floating_point():  # the graph takes pixels: [0, 1] floats are scaled and rounded
+                image = (image * 255).round().clamp(0, 255).to(torch.uint8)
+            if tuple(image.shape[-2:]) != self.image_size:
+                image = resize(image, self.image_size)
+            batch.append(image)
+        return torch.stack(batch).contiguous().numpy()
+
+    def infer(self, batch: np.ndarray) -> tuple[Tensor, ...]:
+        return tuple(torch.from_numpy(o) for o in self.session.run(None, {self._input: batch}))
+
+    def detections(
+        self, outputs: tuple[Tensor, ...], sizes: Sequence[tuple[int, int]], **settings: Any
+    ) -> list[dict[str, Tensor]]:
+        if self.graph == "decoded":
+            scores, boxes = outputs
+            return self.postprocess.from_decoded(scores, boxes, sizes, **settings)
+        return self._from_nms_graph(outputs[0], sizes, **settings)
+
+    def _from_nms_graph(
+        self,
+        rows: Tensor,
+        sizes: Sequence[tuple[int, int]],
+        score_threshold: float | None = None,
+        nms_threshold: float | None = None,
+        detections_per_image: int | None = None,
+        classes: Tensor | None = None,
+    ) -> list[dict[str, Tensor]]:
+        """Detections from the graph's padded ``(B, max_det, 6)`` rows (sorted by score, zero rows padding)."""
+        if nms_threshold is not None and nms_threshold != self.postprocess.nms_threshold and not self._warned_iou:
+            warnings.warn(
+                f"this ONNX model does NMS in its graph at IoU {self.postprocess.nms_threshold}; "
+                f"iou={nms_threshold} is not applied",
+                stacklevel=3,
+            )
+            self._warned_iou = True
+        threshold = self.postprocess.score_threshold if score_threshold is None else score_threshold
+        cap = self.postprocess.detections_per_image if detections_per_image is None else detections_per_image
+        out = []
+        for row, (h, w) in zip(rows, sizes, strict=True):
+            labels = row[:, 5].round().to(torch.int64)
+            keep = (row[:, 4] > threshold) & (labels > 0)
+            if classes is not None:
+                keep &= torch.isin(labels, classes)
+            row, labels = row[keep][:cap], labels[keep][:cap]
+            scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+            out.append({"boxes": row[:, :4] * scale, "scores": row[:, 4].contiguous(), "labels": labels})
+        return out
