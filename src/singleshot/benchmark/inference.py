@@ -95,11 +95,15 @@ def _ours(detector: Detector) -> Callable[[Sequence[Path]], dict[str, float]]:
 
 
 def _torchvision(model: torch.nn.Module) -> Callable[[Sequence[Path]], dict[str, float]]:
-    """torchvision's way: decode with ``torchvision.io``, floats in [0, 1], the model's own transform."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    """torchvision's usual way: decode with PIL, ``pil_to_tensor``, floats in [0, 1], the model's own transform
+    (``torchvision.io``'s decoders are deprecated since torchvision 0.29)."""
+    from torchvision.transforms.v2.functional import pil_to_tensor
 
     def run(paths: Sequence[Path]) -> dict[str, float]:
-        images = [decode_image(read_file(str(p)), mode=ImageReadMode.RGB) for p in paths]
+        images = []
+        for p in paths:
+            with Image.open(p) as im:
+                images.append(pil_to_tensor(im.convert("RGB")))
         with torch.no_grad():
             model([im.float() / 255 for im in images])
         return {}

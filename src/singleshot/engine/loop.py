@@ -23,6 +23,7 @@ from singleshot.distributed import DistInfo, gather_shards, shard
 from singleshot.engine.ema import ModelEMA
 from singleshot.metrics import MetricReport, evaluate_detections
 from singleshot.predict import Detector
+from singleshot.predict.precision import use_bf16_layout
 from singleshot.progress import Progress
 from singleshot.ssd import SSD
 from singleshot.types import Detection, Target
@@ -48,11 +49,10 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
 
 
 def use_amp_layout(model: SSD, dtype: torch.dtype | None, device: torch.device) -> None:
-    """Switch ``model`` to channels-last for bf16 training on the CPU: oneDNN's bf16 convolutions want that layout
-    (an SSD300 step measured 1.8x faster with it than bf16 in the default layout on an AMX CPU;
-    ``benchmarks/train_throughput.py``). Other cases keep the builder's layout."""
-    if dtype == torch.bfloat16 and device.type == "cpu":
-        model.use_channels_last(True)
+    """The layout bf16 wants (:func:`~singleshot.predict.precision.use_bf16_layout`: channels-last on the CPU) when
+    training under bf16 autocast; other cases keep the builder's layout."""
+    if dtype == torch.bfloat16:
+        use_bf16_layout(model, device)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

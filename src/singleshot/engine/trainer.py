@@ -43,6 +43,7 @@ from singleshot.metrics import MetricReport
 from singleshot.models import build
 from singleshot.plots import batch_grid, prediction_pair, save_image
 from singleshot.predict import Detector
+from singleshot.predict.precision import bf16_is_native
 from singleshot.ssd import SSD
 from singleshot.weights import load_initial_weights, save_weights
 
@@ -221,6 +222,8 @@ class Trainer:
             f"{self.steps_per_epoch} steps/epoch x {c.epochs} epochs, device {self.device}{amp}"
             f"{', EMA' if self.optim.ema else ''} -> {self.run_dir}"
         )
+        if self.optim.amp is None and self.device.type == "cpu" and c.amp == "auto" and bf16_is_native(self.device):
+            self._log("this CPU computes bf16 natively (AMX/AVX512-BF16): --amp bf16 may train faster (SSD300: 4x)")
 
     def _train_epoch(self, epoch: int) -> EpochStats:
         self.position.epoch = epoch

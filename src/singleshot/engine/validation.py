@@ -68,8 +68,8 @@ def open_eval_data(
 
 
 def validate(config: ValConfig, progress: bool = True, log: Callable[[str], None] = print) -> ValResult | None:
-    """Evaluate ``config.weights`` (a ``.safetensors`` file from ``singleshot train``) on ``config.split`` of
-    ``config.data`` and write the run folder (module docstring).
+    """Evaluate ``config.weights`` (``.safetensors`` of ``singleshot train`` or ``.onnx`` of ``singleshot export``)
+    on ``config.split`` of ``config.data`` and write the run folder (module docstring).
 
     ``config.conf`` and ``config.iou`` set the confusion matrix and the drawn images (AP uses every detection).
     Under ``torchrun`` every process evaluates its share of the images and rank 0 computes and writes everything

