@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from singleshot import __version__
 from singleshot.config import (
+    WEIGHT_FORMATS,
     BenchmarkConfig,
     CheckDataConfig,
     Config,
+    ConvertConfig,
     ExportConfig,
     ModelsConfig,
     PredictConfig,
@@ -74,6 +77,20 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from singleshot.benchmark import benchmark
 
     benchmark(resolve(BenchmarkConfig, args))
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from singleshot.convert.files import convert_file
+    from singleshot.weights import save_weights
+
+    config = resolve(ConvertConfig, args)
+    model, names, report = convert_file(config.source, config.from_format, config.classes)
+    output = config.output or Path(config.source.removeprefix("torchvision:")).with_suffix(".safetensors").name
+    if config.output is None and not config.source.startswith("torchvision:"):
+        output = str(Path(config.source).with_suffix(".safetensors"))
+    save_weights(model, output, names)
+    print(f"{report} -> {output}")
     return 0
 
 
@@ -145,6 +162,14 @@ def make_parser() -> argparse.ArgumentParser:
         "Time JPEG-file-to-detections latency and batch throughput of each backend and of torchvision's SSD "
         "carrying the same weights, on the same images in the same run; prints ratios and the CPU's features.",
     )  # fmt: skip
+    convert = _command(
+        sub, "convert", _cmd_convert, ConvertConfig,
+        "convert torchvision, ssd.pytorch or Caffe SSD weights into a singleshot .safetensors file",
+        "Convert detector weights from the wild (read without executing code) into our .safetensors with class "
+        "names and default boxes in its metadata.",
+    )  # fmt: skip
+    convert.add_argument("-o", dest="output", help="short for --output")
+    convert.add_argument("--from", dest="from_format", choices=WEIGHT_FORMATS, help="short for --from-format")
     _command(
         sub, "check-data", _cmd_check_data, CheckDataConfig,
         "read a dataset fully and report problems, class counts, box sizes",

@@ -178,7 +178,12 @@ class TrainConfig(Config):
     project: str = _project("train")
     name: str = _name()
     exist_ok: bool = _exist_ok()
-    weights: str | None = setting(None, "initial weights: our .safetensors, or a torchvision SSD state dict (.pth)")
+    weights: str | None = setting(
+        None, "initial weights: our .safetensors or any file singleshot convert reads; other classes are mapped by name"
+    )
+    base: str | None = setting(
+        None, "ImageNet VGG16 for the backbone: torchvision's vgg16 state dict (.pth), or torchvision (its download)"
+    )
     resume: str | None = setting(None, "continue a run exactly where it stopped: its folder or its last.pt")
     save_every_steps: int = setting(0, "also write last.pt every N steps (0: at the end of each epoch only)")
     max_steps: int = setting(0, "stop after this many optimiser steps in total, checkpoint kept (0: no limit)")
@@ -330,6 +335,26 @@ class BenchmarkConfig(Config):
         if not self.backends:
             bad.append("no backend to time")
         return bad
+
+
+#: Weight formats ``singleshot convert`` reads (:mod:`singleshot.convert.files`).
+WEIGHT_FORMATS = ("torchvision", "ssd-pytorch", "caffe", "singleshot")
+
+
+@dataclass
+class ConvertConfig(Config):
+    """What ``singleshot convert`` reads and writes."""
+
+    source: str = setting(
+        help="weights to convert: .pth (torchvision, ssd.pytorch), .caffemodel, or torchvision:NAME", positional=True
+    )
+    output: str | None = setting(None, ".safetensors to write; none: beside the source (NAME.safetensors)")
+    from_format: Literal[WEIGHT_FORMATS] | None = setting(  # type: ignore[valid-type]
+        None, "the source's format; none detects it from the name and the keys"
+    )
+    classes: list[str] | None = setting(None, "class names, in the file's label order; none: the file's or VOC/COCO")
+
+    what: ClassVar[str] = "convert"
 
 
 @dataclass

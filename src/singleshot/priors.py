@@ -17,6 +17,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -56,6 +57,7 @@ def layer_default_boxes(
     step: float | tuple[float, float] | None = None,
     offset: float = 0.5,
     clamp_wh: bool = False,
+    clamp_cxcywh: bool = False,
 ) -> Tensor:
     """Default boxes of one feature map, in the order described in the module docstring.
 
@@ -70,6 +72,8 @@ def layer_default_boxes(
         step: pixels between cell centres, ``(step_h, step_w)`` or one number; ``None`` for ``image / feature``.
         offset: centre of a cell within its step, in steps.
         clamp_wh: clamp widths and heights to [0, 1] (torchvision's ``DefaultBoxGenerator(clip=True)``).
+        clamp_cxcywh: clamp centres, widths and heights, each to [0, 1] (ssd.pytorch's ``clip``: it moves the
+            last row and column of centres of a map whose cells overhang the image, e.g. SSD300's 10x10 map).
 
     Returns:
         ``(H * W * A, 4)`` cxcywh boxes normalised by the image size, ``A`` = :func:`boxes_per_location`.
@@ -98,6 +102,8 @@ def layer_default_boxes(
     grid_y, grid_x = torch.meshgrid(cy, cx, indexing="ij")
     centres = torch.stack((grid_x, grid_y), dim=-1).reshape(-1, 1, 2)  # (H*W, 1, 2), row-major
     boxes = torch.cat((centres.expand(-1, len(sizes), 2), wh.expand(fh * fw, -1, -1)), dim=-1).reshape(-1, 4)
+    if clamp_cxcywh:
+        boxes = boxes.clamp(0.0, 1.0)
     if clip:
         boxes = xyxy_to_cxcywh(cxcywh_to_xyxy(boxes).clamp(0.0, 1.0))
     return boxes.to(torch.float32)
@@ -129,6 +135,7 @@ class DefaultBoxConfig:
     clip: bool = False
     offset: float = 0.5
     clamp_wh: bool = False
+    clamp_cxcywh: bool = False
 
     def __post_init__(self) -> None:
         n = len(self.feature_sizes)
@@ -157,6 +164,15 @@ class DefaultBoxConfig:
     def boxes_per_layer(self) -> list[int]:
         return [h * w * a for (h, w), a in zip(self.feature_sizes, self.boxes_per_location(), strict=True)]
 
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> DefaultBoxConfig:
+        """The inverse of ``dataclasses.asdict`` after a JSON round trip (lists back to tuples)."""
+
+        def tuples(v: Any) -> Any:
+            return tuple(tuples(x) for x in v) if isinstance(v, list) else v
+
+        return cls(**{k: tuples(v) for k, v in fields.items()})
+
     def num_boxes(self) -> int:
         return sum(self.boxes_per_layer())
 
@@ -174,6 +190,7 @@ class DefaultBoxConfig:
                 step=None if self.steps is None else self.steps[k],
                 offset=self.offset,
                 clamp_wh=self.clamp_wh,
+                clamp_cxcywh=self.clamp_cxcywh,
             )
             for k in range(self.num_layers)
         ]

@@ -5,8 +5,10 @@ atomically (:func:`atomic_write`: a kill at any moment leaves the old file or th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import pickle
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from torch import Tensor
 from singleshot import __version__
 from singleshot.models import build
 from singleshot.postprocess import PostProcessor
+from singleshot.priors import DefaultBoxConfig
 from singleshot.ssd import SSD
 
 #: The ``format`` value in the metadata of every weight file singleshot writes.
@@ -57,6 +60,9 @@ class WeightsMetadata:
     #: The model's post-processing settings (:meth:`PostProcessor.settings`); exported models carry them, since
     #: no builder is called when they are loaded. None: the builder's own.
     postprocess: dict[str, Any] | None = None
+    #: The default-box design (:class:`~singleshot.priors.DefaultBoxConfig` fields), e.g. an imported model's own
+    #: (torchvision's COCO scales, ssd.pytorch's clamping). None: the builder's own.
+    default_boxes: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -69,11 +75,13 @@ class WeightsMetadata:
         p = model.preprocessing
         return cls(
             model.name, list(class_names), tuple(p.image_size), tuple(p.mean), tuple(p.std),
-            postprocess=model.postprocess.settings(),
+            postprocess=model.postprocess.settings(), default_boxes=dataclasses.asdict(model.default_boxes),
         )  # fmt: skip
 
     def to_strings(self) -> dict[str, str]:
         extra = {} if self.postprocess is None else {"postprocess": json.dumps(self.postprocess)}
+        if self.default_boxes is not None:
+            extra["default_boxes"] = json.dumps(self.default_boxes)
         return extra | {
             "format": FORMAT,
             "singleshot_version": self.version,
@@ -109,6 +117,7 @@ class WeightsMetadata:
                 std=tuple(float(v) for v in json.loads(meta["std"])),  # type: ignore[arg-type]
                 version=meta.get("singleshot_version", "?"),
                 postprocess=json.loads(meta["postprocess"]) if "postprocess" in meta else None,
+                default_boxes=json.loads(meta["default_boxes"]) if "default_boxes" in meta else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{source}: damaged singleshot metadata ({exc})") from exc
@@ -141,28 +150,112 @@ def load_model(path: str | Path) -> tuple[SSD, list[str]]:
     """Rebuild the model saved by :func:`save_weights`; returns it (in eval mode) and its class names."""
     tensors, raw = read_weights(path)
     meta = WeightsMetadata.from_strings(raw, path)
-    post = {} if meta.postprocess is None else {"postprocess": PostProcessor.from_settings(meta.postprocess)}
-    model = build(meta.model, num_classes=meta.num_classes, image_size=meta.image_size, **post)
+    extra: dict[str, Any] = {}
+    if meta.postprocess is not None:
+        extra["postprocess"] = PostProcessor.from_settings(meta.postprocess)
+    if meta.default_boxes is not None:
+        extra["default_boxes"] = DefaultBoxConfig.from_dict(meta.default_boxes)
+    model = build(meta.model, num_classes=meta.num_classes, image_size=meta.image_size, **extra)
     model.load_state_dict(tensors)
     return model.eval(), meta.class_names
 
 
-def load_initial_weights(model: SSD, path: str | Path) -> str:
-    """Start ``model`` from ``path``: our ``.safetensors``, or a torchvision SSD state dict (converted by
-    :mod:`singleshot.convert.torchvision`; read with ``torch.load(weights_only=True)``). Tensors whose shapes
-    differ (a head for another number of classes) are left as initialised. Returns a one-line report."""
-    if str(path).endswith(".safetensors"):
-        tensors, _ = read_weights(path)
-    else:
-        from singleshot.convert.torchvision import from_torchvision
+def read_torch_file(path: str | Path) -> dict[str, Tensor]:
+    """A state dict from a ``.pt``/``.pth`` file, read with ``torch.load(weights_only=True)`` only (plain
+    containers, tensors and numbers; nothing in the file is executed). A checkpoint that wraps its state dict
+    (``{"model": ...}``, ``{"state_dict": ...}``) is unwrapped.
 
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a file whose unpickling would run code (refused, with the reason), or one that is truncated
+            or not a PyTorch file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights not found: {path}")
+    try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("model", state) if isinstance(state, dict) else state
-        tensors = from_torchvision(state, model.name)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"{path}: refused: loading it would need arbitrary unpickling, which can run code hidden in the file "
+            f"({reason}); singleshot reads .pt/.pth files with torch.load(weights_only=True) only. Re-save it as a "
+            "plain state dict (torch.save(model.state_dict(), path)) where you trust it."
+        ) from exc
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {exc})") from exc
+    for key in ("model", "state_dict", "net"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path}: not a state dict (a mapping of names to tensors)")
+    return state
+
+
+def load_initial_weights(model: SSD, path: str | Path, class_names: Sequence[str] | None = None) -> str:
+    """Start ``model`` (whose classes are ``class_names``) from ``path``: any file ``singleshot convert`` reads
+    (our ``.safetensors``, a torchvision or ssd.pytorch ``.pth``, a ``.caffemodel``, ``torchvision:NAME``).
+
+    Tensors whose shapes match load. When the file has other classes, the class-score layers keep their fresh
+    initialisation except for the background row and the rows of classes whose names both have, which come from the
+    file (e.g. COCO's ``person`` into a model of ``person`` and ``helmet``). Returns a report of what was loaded,
+    mapped and re-initialised.
+    """
+    from singleshot.convert.files import read_any
+
+    tensors, source_names, source = read_any(path)
     own = model.state_dict()
     loadable = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    lines = [f"loaded {len(loadable)}/{len(own)} tensors from {path}"]
+    if source["name"] != model.name:
+        lines.append(f"the file holds a {source['name']}, the model is a {model.name}: only matching tensors loaded")
+    names = list(class_names) if class_names is not None else None
+    if names is not None and source_names is not None and source_names != names:
+        shared = [n for n in names if n in source_names]
+        mapped = _map_class_rows(model, tensors, source_names, names, loadable)
+        fresh = [n for n in names if n not in source_names]
+        lines.append(
+            f"class scores: background and {len(shared)} shared classes ({', '.join(shared) or 'none'}) taken from "
+            f"the file in {mapped} layers; re-initialised: {', '.join(fresh) or 'none'}"
+        )
     model.load_state_dict(loadable, strict=False)
-    return f"loaded {len(loadable)}/{len(own)} tensors from {path}"
+    return "\n".join(lines)
 
 
-__all__ = ["WeightsMetadata", "atomic_write", "load_initial_weights", "load_model", "read_weights", "save_weights"]
+def _map_class_rows(
+    model: SSD, tensors: Mapping[str, Tensor], source: list[str], target: list[str], loadable: dict[str, Tensor]
+) -> int:
+    """Fill ``loadable`` with class-score layers of ``model``'s shape whose background and shared-class rows come
+    from ``tensors``; returns the number of layers mapped. Rows are laid out per default box: ``A`` groups of
+    ``C + 1`` (background first)."""
+    own = model.state_dict()
+    src_logits, dst_logits = len(source) + 1, len(target) + 1
+    pairs = [(0, 0)] + [(target.index(n) + 1, source.index(n) + 1) for n in target if n in source]
+    mapped = 0
+    for key, value in own.items():
+        if not key.startswith("head.cls.") or key not in tensors or key in loadable:
+            continue  # not a class-score tensor, or one that loads as it is (same classes, or a depthwise layer)
+        src = tensors[key]
+        if src.shape[0] % src_logits or value.shape[0] % dst_logits or src.shape[1:] != value.shape[1:]:
+            continue  # a depthwise layer of the predictor, or a shape that does not follow the layout
+        boxes = value.shape[0] // dst_logits
+        if src.shape[0] // src_logits != boxes:
+            continue
+        new = value.clone()
+        for a in range(boxes):
+            for dst, s in pairs:
+                new[a * dst_logits + dst] = src[a * src_logits + s]
+        loadable[key] = new
+        mapped += key.endswith("weight")
+    return mapped
+
+
+__all__ = [
+    "WeightsMetadata",
+    "atomic_write",
+    "load_initial_weights",
+    "load_model",
+    "read_torch_file",
+    "read_weights",
+    "save_weights",
+]
