@@ -57,7 +57,9 @@ def _precision() -> Any:
 
 
 def _model_file(task: str) -> Any:
-    return setting(help=f"model to {task}: .safetensors of singleshot train, or an .onnx file of singleshot export")
+    return setting(
+        help=f"model to {task}: .safetensors of singleshot train, .onnx of singleshot export, or what convert reads"
+    )
 
 
 def _project(task: str) -> Any:
@@ -182,7 +184,7 @@ class TrainConfig(Config):
         None, "initial weights: our .safetensors or any file singleshot convert reads; other classes are mapped by name"
     )
     base: str | None = setting(
-        None, "ImageNet VGG16 for the backbone: torchvision's vgg16 state dict (.pth), or torchvision (its download)"
+        None, "ImageNet VGG16 backbone: torchvision vgg16 .pth, reduced-fc VGG16 .caffemodel, or torchvision (download)"
     )
     resume: str | None = setting(None, "continue a run exactly where it stopped: its folder or its last.pt")
     save_every_steps: int = setting(0, "also write last.pt every N steps (0: at the end of each epoch only)")
@@ -273,7 +275,7 @@ class PredictConfig(Config):
 class ExportConfig(Config):
     """What ``singleshot export`` writes."""
 
-    weights: str = setting(help=".safetensors weights of singleshot train to export")
+    weights: str = setting(help="weights to export: .safetensors of singleshot train, or any file convert reads")
     format: Literal["onnx"] = setting("onnx", "file format: onnx (runs on ONNX Runtime, and on OpenVINO or TensorRT)")
     output: str | None = setting(None, "file to write; none: beside the weights (best.onnx, best-int8.onnx)")
     nms: bool = setting(False, "also put class-wise NMS in the graph (output: B x max_det x 6 rows), to use it alone")

@@ -146,8 +146,18 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     return tensors, meta
 
 
+#: Files of other programs that :func:`load_model` converts on the fly (see :mod:`singleshot.convert.files`).
+FOREIGN_SUFFIXES = (".pth", ".pt", ".caffemodel")
+
+
 def load_model(path: str | Path) -> tuple[SSD, list[str]]:
-    """Rebuild the model saved by :func:`save_weights`; returns it (in eval mode) and its class names."""
+    """Rebuild the model saved by :func:`save_weights`; returns it (in eval mode) and its class names. Weights of
+    other programs (``.pth``, ``.pt``, ``.caffemodel``, ``torchvision:NAME``) are converted on the fly."""
+    if str(path).startswith("torchvision:") or Path(path).suffix.lower() in FOREIGN_SUFFIXES:
+        from singleshot.convert.files import convert_file
+
+        model, names, _ = convert_file(path)
+        return model, names
     tensors, raw = read_weights(path)
     meta = WeightsMetadata.from_strings(raw, path)
     extra: dict[str, Any] = {}

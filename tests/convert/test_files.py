@@ -356,3 +356,42 @@ def test_folded_first_conv_sees_what_imagenet_vgg16_saw(tmp_path: Path) -> None:
         imagenet_base(str(path), "ssd_tiny160", (p.mean, p.std))
     with pytest.raises(SystemExit):  # offline: the error names the file to fetch
         main(["train", "--model", "ssd300_vgg16", "--base", str(tmp_path / "missing.pth"), "--epochs", "1"])
+
+
+def test_reduced_fc_caffemodel_base(tmp_path: Path) -> None:
+    """``--base VGG_ILSVRC_16_layers_fc_reduced.caffemodel``: the original work's base, BGR input."""
+    from singleshot.convert.ssd_vgg import imagenet_base
+
+    source = _source_tensors(seed=2)
+    net = _field(1, b"VGG_ILSVRC_16_layers_fc_reduced")
+    for name, *_rest in BODY:
+        net += _layer(name, "Convolution", [source[f"{name}.w"], source[f"{name}.b"]])
+    path = tmp_path / "VGG_ILSVRC_16_layers_fc_reduced.caffemodel"
+    path.write_bytes(net)
+    model = singleshot.build("ssd300_vgg16", 3)
+    p = model.preprocessing
+    model.load_state_dict(imagenet_base(str(path), model.name, (p.mean, p.std)), strict=False)
+    assert torch.equal(model.backbone.fc[1].weight, source["fc6.w"])  # already reduced: taken as it is
+    image = _image()
+    bgr = image.float().flip(0) - torch.tensor([104.0, 117.0, 123.0]).view(3, 1, 1)
+    with torch.no_grad():
+        want = F.conv2d(bgr[None], source["conv1_1.w"], source["conv1_1.b"], padding=1)
+        got = model.backbone.conv4[0](model.normalize([image]))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
+
+
+def test_ssd512_caffemodel_maps_every_layer(tmp_path: Path) -> None:
+    """SSD512 (7 heads, conv10_2): every layer of the original's names lands in ssd512_vgg16 (strict load)."""
+    from singleshot.convert.ssd_vgg import L2NORM, VGG_BODY, extra_layers, head_layers
+
+    ours = singleshot.build("ssd512_vgg16", 20).state_dict()
+    g = torch.Generator().manual_seed(4)
+    net = _field(1, b"VGG_VOC0712_SSD_512x512")
+    for name, prefix in (VGG_BODY | extra_layers(5) | head_layers(7)).items():
+        w, b = ours[f"{prefix}.weight"], ours[f"{prefix}.bias"]
+        net += _layer(name, "Convolution", [torch.randn(w.shape, generator=g), torch.randn(b.shape, generator=g)])
+    net += _layer(L2NORM[0], "Normalize", [torch.randn(512, generator=g)])
+    path = tmp_path / "ssd512.caffemodel"
+    path.write_bytes(net)
+    model, names, _ = convert_file(path)
+    assert model.name == "ssd512_vgg16" and names == list(VOC_CLASSES) and model.priors.shape == (24564, 4)

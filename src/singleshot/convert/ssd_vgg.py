@@ -81,15 +81,32 @@ Normalisation = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) of RG
 
 
 def imagenet_base(source: str, model_name: str, normalisation: Normalisation) -> dict[str, Tensor]:
-    """``singleshot train --base``: our VGG16 layers from torchvision's ImageNet ``vgg16`` (a ``.pth`` state dict,
-    or ``torchvision`` for its weights API), fc6/fc7 subsampled (:func:`vgg16_base`) and conv1_1 folded onto the
-    model's normalisation ``(mean, std)`` (:func:`fold_input_normalisation`).
+    """``singleshot train --base``: our VGG16 layers (conv1_1 .. conv5_3, fc6, fc7) from an ImageNet VGG16:
+
+    * torchvision's ``vgg16`` (a ``.pth`` state dict, or ``torchvision`` for its weights API): fc6/fc7 subsampled
+      (:func:`vgg16_base`), trained on ImageNet's normalisation;
+    * the original work's "reduced fc" VGG16 (``VGG_ILSVRC_16_layers_fc_reduced.caffemodel``: fc6/fc7 already
+      1024-channel convolutions), trained on BGR pixels minus (104, 117, 123): conv1_1's channels are reversed.
+
+    conv1_1 is then folded onto the model's normalisation ``(mean, std)`` (:func:`fold_input_normalisation`).
 
     Raises:
-        ValueError: a model without a VGG16 base, or a file that is not torchvision's VGG16.
+        ValueError: a model without a VGG16 base, or a file that is not one of the above.
     """
     if model_name not in ("ssd300_vgg16", "ssd512_vgg16"):
-        raise ValueError(f"--base (torchvision's ImageNet VGG16) fits ssd300_vgg16 and ssd512_vgg16, not {model_name}")
+        raise ValueError(f"--base (an ImageNet VGG16) fits ssd300_vgg16 and ssd512_vgg16, not {model_name}")
+    if source.endswith(".caffemodel"):
+        from singleshot.convert.caffe import read_caffemodel
+
+        layers = read_caffemodel(source)
+        missing = [name for name in VGG_BODY if name not in layers]
+        if missing:
+            raise ValueError(f"{source}: not the reduced-fc VGG16 (no layer {', '.join(missing[:3])})")
+        tensors = {}
+        for name, ours in VGG_BODY.items():
+            tensors[f"{ours}.weight"], tensors[f"{ours}.bias"] = layers[name][0], layers[name][1].reshape(-1)
+        trained = ((123 / 255, 117 / 255, 104 / 255), (1 / 255, 1 / 255, 1 / 255))  # after the BGR->RGB flip
+        return fold_input_normalisation(bgr_first_conv(tensors), trained, normalisation)
     if source == "torchvision":
         from torchvision.models import VGG16_Weights
 

@@ -70,12 +70,7 @@ class Detector:
                 raise ValueError(f"{weights}: an ONNX file runs at its own precision; bf16 applies to PyTorch weights")
             backend = OnnxBackend(weights)
             return cls(backend, backend.meta.class_names)
-        if str(weights).startswith("torchvision:") or Path(weights).suffix.lower() in (".pth", ".pt", ".caffemodel"):
-            from singleshot.convert.files import convert_file  # weights from other programs, converted on the fly
-
-            model, names, _ = convert_file(weights)
-        else:
-            model, names = load_model(weights)
+        model, names = load_model(weights)
         return cls(model, names, resolve_device(device, dist or DistInfo()), precision)
 
     @property
