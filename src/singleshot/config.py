@@ -184,7 +184,7 @@ class TrainConfig(Config):
         None, "initial weights: our .safetensors or any file singleshot convert reads; other classes are mapped by name"
     )
     base: str | None = setting(
-        None, "ImageNet VGG16 backbone: torchvision vgg16 .pth, reduced-fc VGG16 .caffemodel, or torchvision (download)"
+        None, "ImageNet backbone: torchvision's vgg16(_bn)/mobilenet_v3_large .pth, reduced-fc .caffemodel, torchvision"
     )
     resume: str | None = setting(None, "continue a run exactly where it stopped: its folder or its last.pt")
     save_every_steps: int = setting(0, "also write last.pt every N steps (0: at the end of each epoch only)")

@@ -352,7 +352,7 @@ def test_folded_first_conv_sees_what_imagenet_vgg16_saw(tmp_path: Path) -> None:
         want = reference.features[0]((image - mean) / std)
         got = model.backbone.conv4[0](model.normalize([image[0]]))
     torch.testing.assert_close(got[..., 1:-1, 1:-1], want[..., 1:-1, 1:-1], rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match=r"fits ssd300_vgg16 and ssd512_vgg16, not ssd_tiny160"):
+    with pytest.raises(ValueError, match=r"fits the VGG16 SSDs, not ssd_tiny160"):
         imagenet_base(str(path), "ssd_tiny160", (p.mean, p.std))
     with pytest.raises(SystemExit):  # offline: the error names the file to fetch
         main(["train", "--model", "ssd300_vgg16", "--base", str(tmp_path / "missing.pth"), "--epochs", "1"])
@@ -395,3 +395,36 @@ def test_ssd512_caffemodel_maps_every_layer(tmp_path: Path) -> None:
     path.write_bytes(net)
     model, names, _ = convert_file(path)
     assert model.name == "ssd512_vgg16" and names == list(VOC_CLASSES) and model.priors.shape == (24564, 4)
+
+
+def test_vgg16_bn_and_mobilenet_bases(tmp_path: Path) -> None:
+    """``--base`` for ``ssd300_vgg16_bn`` (torchvision's vgg16_bn) and SSDLite (mobilenet_v3_large): layers land
+    where our backbones, cut from the same torchvision layer lists, hold them."""
+    from torchvision.models import mobilenet_v3_large, vgg16_bn
+
+    from singleshot.convert.files import imagenet_backbone
+
+    torch.manual_seed(0)
+    state = vgg16_bn(weights=None).state_dict()
+    state["features.41.running_mean"].normal_()  # conv5_3's batch norm, made recognisable
+    path = tmp_path / "vgg16_bn.pth"
+    torch.save(state, path)
+    model = singleshot.build("ssd300_vgg16_bn", 3)
+    tensors, report = imagenet_backbone(str(path), model)
+    model.load_state_dict(tensors, strict=False)
+    assert "93/" in report  # 13 convolutions + 13 batch norms + fc6/fc7 weights
+    assert torch.equal(model.backbone.conv5[7].weight, state["features.40.weight"])  # conv5_3 (pool4 is 33)
+    assert torch.equal(model.backbone.conv5[8].running_mean, state["features.41.running_mean"])
+    assert torch.equal(model.backbone.fc[4].weight[5, 7, 0, 0], state["classifier.3.weight"][20, 28])
+
+    net = mobilenet_v3_large(weights=None)
+    path = tmp_path / "mobilenet.pth"
+    torch.save(net.state_dict(), path)
+    lite = singleshot.build("ssdlite320_mobilenet_v3", 3)
+    tensors, report = imagenet_backbone(str(path), lite)
+    lite.load_state_dict(tensors, strict=False)
+    assert len(tensors) > 200 and "reduced last stage" in report
+    assert torch.equal(lite.backbone.body[0][0][0].weight, net.features[0][0].weight)  # the stem
+    c5 = 13  # torchvision's MobileNetV3-Large: features[13] is the first stride-32 block
+    assert torch.equal(lite.backbone.body[0][c5][0].weight, net.features[c5].block[0][0].weight)  # C5 expansion
+    assert torch.equal(lite.backbone.body[1][0][0][0].weight, net.features[c5].block[1][0].weight)  # C5 depthwise

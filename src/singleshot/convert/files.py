@@ -168,3 +168,29 @@ def convert_file(
         raise ValueError(f"{source}: does not fit {args['name']}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     names = names or [f"class{i + 1}" for i in range(model.num_classes)]
     return model.eval(), names, f"{source} ({fmt or detect_format(source)}) -> {model.name}, {len(names)} classes"
+
+
+def imagenet_backbone(source: str, model: SSD) -> tuple[dict[str, Tensor], str]:
+    """``singleshot train --base``: ImageNet weights for ``model``'s backbone, and a line saying what loads.
+
+    VGG16 SSDs: :func:`~singleshot.convert.ssd_vgg.imagenet_base`. SSDLite: torchvision's ``mobilenet_v3_large``
+    (a ``.pth`` path, or ``torchvision`` for its download), every tensor that fits the reduced-tail backbone
+    (:mod:`singleshot.convert.mobilenet`).
+    """
+    own = model.state_dict()
+    backbone = sum(k.startswith("backbone.") for k in own)
+    if model.name.startswith("ssdlite"):
+        from singleshot.convert.mobilenet import mobilenet_base
+
+        if source == "torchvision":
+            from torchvision.models import MobileNet_V3_Large_Weights
+
+            state = download_state_dict(MobileNet_V3_Large_Weights.IMAGENET1K_V1, "--base torchvision")
+        else:
+            state = read_torch_file(source)
+        tensors = mobilenet_base(state, own, source)
+        note = "the reduced last stage (halved channels) and the extras start fresh"
+        return tensors, f"backbone from {source}: {len(tensors)}/{backbone} tensors of ImageNet MobileNetV3 ({note})"
+    p = model.preprocessing
+    tensors = ssd_vgg.imagenet_base(source, model.name, (p.mean, p.std))
+    return tensors, f"backbone from {source}: {len(tensors)}/{backbone} tensors of ImageNet VGG16 (fc6/fc7 subsampled)"

@@ -45,8 +45,6 @@ SSD_PYTORCH_VGG = {
     0: "conv1_1", 2: "conv1_2", 5: "conv2_1", 7: "conv2_2", 10: "conv3_1", 12: "conv3_2", 14: "conv3_3",
     17: "conv4_1", 19: "conv4_2", 21: "conv4_3", 24: "conv5_1", 26: "conv5_2", 28: "conv5_3", 31: "fc6", 33: "fc7",
 }  # fmt: skip
-#: torchvision's ImageNet ``vgg16.features`` index of each convolution (conv1_1 .. conv5_3).
-TORCHVISION_VGG = {i: name for i, name in SSD_PYTORCH_VGG.items() if i < 30}
 #: torchvision's ImageNet normalisation (``VGG16_Weights.IMAGENET1K_V1``), RGB on [0, 1].
 IMAGENET_NORMALISATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -93,8 +91,9 @@ def imagenet_base(source: str, model_name: str, normalisation: Normalisation) ->
     Raises:
         ValueError: a model without a VGG16 base, or a file that is not one of the above.
     """
-    if model_name not in ("ssd300_vgg16", "ssd512_vgg16"):
-        raise ValueError(f"--base (an ImageNet VGG16) fits ssd300_vgg16 and ssd512_vgg16, not {model_name}")
+    if model_name not in ("ssd300_vgg16", "ssd512_vgg16", "ssd300_vgg16_bn"):
+        raise ValueError(f"--base (an ImageNet VGG16) fits the VGG16 SSDs, not {model_name}")
+    batch_norm = model_name.endswith("_bn")
     if source.endswith(".caffemodel"):
         from singleshot.convert.caffe import read_caffemodel
 
@@ -108,16 +107,17 @@ def imagenet_base(source: str, model_name: str, normalisation: Normalisation) ->
         trained = ((123 / 255, 117 / 255, 104 / 255), (1 / 255, 1 / 255, 1 / 255))  # after the BGR->RGB flip
         return fold_input_normalisation(bgr_first_conv(tensors), trained, normalisation)
     if source == "torchvision":
-        from torchvision.models import VGG16_Weights
+        from torchvision.models import VGG16_BN_Weights, VGG16_Weights
 
         from singleshot.convert.files import download_state_dict
 
-        state = download_state_dict(VGG16_Weights.IMAGENET1K_V1, "--base torchvision")
+        weights = VGG16_BN_Weights.IMAGENET1K_V1 if batch_norm else VGG16_Weights.IMAGENET1K_V1
+        state = download_state_dict(weights, "--base torchvision")
     else:
         from singleshot.weights import read_torch_file
 
         state = read_torch_file(source)
-    return fold_input_normalisation(vgg16_base(state, source), IMAGENET_NORMALISATION, normalisation)
+    return fold_input_normalisation(vgg16_base(state, source, batch_norm), IMAGENET_NORMALISATION, normalisation)
 
 
 def from_ssd_pytorch(state_dict: Mapping[str, Tensor], source: str = "state dict") -> tuple[dict[str, Tensor], str]:
@@ -148,33 +148,57 @@ def from_ssd_pytorch(state_dict: Mapping[str, Tensor], source: str = "state dict
     return out, name
 
 
-def vgg16_base(state_dict: Mapping[str, Tensor], source: str = "state dict") -> dict[str, Tensor]:
-    """Our SSD backbone's VGG16 layers from torchvision's ImageNet ``vgg16`` state dict (``features.N``,
-    ``classifier.0`` = fc6, ``classifier.3`` = fc7), with fc6/fc7 turned into convolutions by subsampling (paper
-    section 3, the original's "reduced fc" VGG16):
+def torchvision_features_map(batch_norm: bool) -> dict[str, str]:
+    """torchvision's ``vgg16(_bn).features.N`` -> our backbone prefix, derived from torchvision's own layer list
+    (which our :class:`~singleshot.models.vgg.VGGBackbone` is cut from: ``conv4`` up to pool4, ``conv5`` from it)."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    features = make_layers(cfgs["D"], batch_norm=batch_norm)
+    pools = [i for i, m in enumerate(features) if isinstance(m, torch.nn.MaxPool2d)]
+    return {
+        f"features.{i}": f"backbone.conv4.{i}" if i < pools[3] else f"backbone.conv5.{i - pools[3]}"
+        for i in range(pools[4])
+    }
+
+
+def vgg16_base(
+    state_dict: Mapping[str, Tensor], source: str = "state dict", batch_norm: bool = False
+) -> dict[str, Tensor]:
+    """Our SSD backbone's VGG16 layers from torchvision's ImageNet ``vgg16`` (or ``vgg16_bn``) state dict
+    (``features.N``, ``classifier.0`` = fc6, ``classifier.3`` = fc7), with fc6/fc7 turned into convolutions by
+    subsampling (paper section 3, the original's "reduced fc" VGG16):
 
     * fc6 ``(4096, 512*7*7)`` -> ``(1024, 512, 3, 3)``: every 4th output, every 3rd spatial tap (rows and columns
       0, 3, 6 of the 7x7 window); the 3x3 kernel then runs with dilation 6 (``atrous``);
     * fc7 ``(4096, 4096)`` -> ``(1024, 1024, 1, 1)``: every 4th output and every 4th input.
 
+    With ``batch_norm`` the features' batch norms come too; our fc6/fc7 are then followed by fresh batch norms
+    and have no bias, so only their weights are given.
+
     Raises:
         ValueError: the file is not a torchvision VGG16 (a missing or misshapen layer is named).
     """
+    rename = torchvision_features_map(batch_norm)
     out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        prefix, _, leaf = key.rpartition(".")
+        if prefix in rename:
+            out[f"{rename[prefix]}.{leaf}"] = value
     try:
-        for index, layer in TORCHVISION_VGG.items():
-            for leaf in ("weight", "bias"):
-                out[f"{VGG_BODY[layer]}.{leaf}"] = state_dict[f"features.{index}.{leaf}"]
         fc6_w, fc6_b = state_dict["classifier.0.weight"], state_dict["classifier.0.bias"]
         fc7_w, fc7_b = state_dict["classifier.3.weight"], state_dict["classifier.3.bias"]
     except KeyError as exc:
         raise ValueError(f"{source}: not a torchvision VGG16 state dict (no {exc})") from exc
-    if tuple(fc6_w.shape) != (4096, 512 * 7 * 7) or tuple(fc7_w.shape) != (4096, 4096):
-        raise ValueError(f"{source}: fc6/fc7 have shapes {tuple(fc6_w.shape)}, {tuple(fc7_w.shape)}, not VGG16's")
-    out["backbone.fc.1.weight"] = fc6_w.view(4096, 512, 7, 7)[0::4, :, 0::3, 0::3].contiguous()
-    out["backbone.fc.1.bias"] = fc6_b[0::4].contiguous()
-    out["backbone.fc.3.weight"] = fc7_w[0::4, 0::4].reshape(1024, 1024, 1, 1).contiguous()
-    out["backbone.fc.3.bias"] = fc7_b[0::4].contiguous()
+    convs = sum(k.endswith(".weight") and v.ndim == 4 for k, v in out.items())
+    if convs != 13 or tuple(fc6_w.shape) != (4096, 512 * 7 * 7) or tuple(fc7_w.shape) != (4096, 4096):
+        kind = "vgg16_bn" if batch_norm else "vgg16"
+        raise ValueError(f"{source}: not torchvision's {kind} ({convs} of 13 convolutions, fc6 {tuple(fc6_w.shape)})")
+    fc6, fc7 = ("backbone.fc.1", "backbone.fc.4") if batch_norm else ("backbone.fc.1", "backbone.fc.3")
+    out[f"{fc6}.weight"] = fc6_w.view(4096, 512, 7, 7)[0::4, :, 0::3, 0::3].contiguous()
+    out[f"{fc7}.weight"] = fc7_w[0::4, 0::4].reshape(1024, 1024, 1, 1).contiguous()
+    if not batch_norm:
+        out[f"{fc6}.bias"] = fc6_b[0::4].contiguous()
+        out[f"{fc7}.bias"] = fc7_b[0::4].contiguous()
     return out
 
 

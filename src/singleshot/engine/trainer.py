@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from singleshot.config import TrainConfig
-from singleshot.convert.ssd_vgg import imagenet_base
+from singleshot.convert.files import imagenet_backbone
 from singleshot.data import DataBundle, open_dataset, synthetic_bundle
 from singleshot.data.loader import Augmented, EpochSampler, make_loader
 from singleshot.data.transforms import build_transforms
@@ -161,10 +161,9 @@ class Trainer:
         self.data = load_data(config)
         self.model = build(config.model, num_classes=len(self.data.class_names), image_size=config.imgsz)
         if config.base and not config.weights and state is None:
-            p = self.model.preprocessing
-            base = imagenet_base(config.base, self.model.name, (p.mean, p.std))
+            base, report = imagenet_backbone(config.base, self.model)
             self.model.load_state_dict(base, strict=False)
-            self._log(f"backbone from {config.base}: {len(base)} ImageNet VGG16 tensors (fc6/fc7 subsampled)")
+            self._log(report)
         if config.weights and state is None:
             self._log(load_initial_weights(self.model, config.weights, self.data.class_names))
         self.model.to(self.device)

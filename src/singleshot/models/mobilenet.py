@@ -38,6 +38,11 @@ def _strided(block: nn.Module) -> bool:
     )
 
 
+def stride32_start(features: nn.Sequential) -> int:
+    """Index of the first block of MobileNetV3's stride-32 stage (C5) in torchvision's ``features``."""
+    return max(i for i, b in enumerate(features) if _strided(b))
+
+
 def _extra_block(in_c: int, out_c: int) -> nn.Sequential:
     mid = out_c // 2
     return nn.Sequential(
@@ -53,7 +58,7 @@ class MobileNetV3Backbone(nn.Module):
     def __init__(self, reduced_tail: bool = True) -> None:
         super().__init__()
         features = mobilenet_v3_large(weights=None, norm_layer=NORM, reduced_tail=reduced_tail).features
-        c5 = max(i for i, b in enumerate(features) if _strided(b))  # first block of the stride-32 stage
+        c5 = stride32_start(features)  # first block of the stride-32 stage
         self.body = nn.ModuleList(
             [
                 nn.Sequential(*features[:c5], features[c5].block[0]),  # .. C5's 1x1 expansion (stride 16)
