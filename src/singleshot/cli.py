@@ -18,6 +18,7 @@ from singleshot.config import (
     ExportConfig,
     ModelsConfig,
     PredictConfig,
+    PriorsConfig,
     TrainConfig,
     ValConfig,
     add_config_flags,
@@ -91,6 +92,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         output = str(Path(config.source).with_suffix(".safetensors"))
     save_weights(model, output, names)
     print(f"{report} -> {output}")
+    return 0
+
+
+def _cmd_priors(args: argparse.Namespace) -> int:
+    from singleshot.tools.prior_coverage import report_priors
+
+    report_priors(resolve(PriorsConfig, args))
     return 0
 
 
@@ -170,6 +178,12 @@ def make_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     convert.add_argument("-o", dest="output", help="short for --output")
     convert.add_argument("--from", dest="from_format", choices=WEIGHT_FORMATS, help="short for --from-format")
+    _command(
+        sub, "priors", _cmd_priors, PriorsConfig,
+        "how well a model's default boxes cover a dataset's objects (coverage at IoU 0.5, per class and size)",
+        "Measure, for every object after the training resize, its best default-box IoU: coverage, mean IoU and "
+        "matches per class and size, the layer serving each size; plots of box shapes and IoU histograms.",
+    )  # fmt: skip
     _command(
         sub, "check-data", _cmd_check_data, CheckDataConfig,
         "read a dataset fully and report problems, class counts, box sizes",

@@ -183,12 +183,18 @@ class TrainConfig(Config):
     weights: str | None = setting(
         None, "initial weights: our .safetensors or any file singleshot convert reads; other classes are mapped by name"
     )
+    default_boxes: str | dict | None = setting(
+        None, "fitted default boxes: default_boxes.yaml of singleshot priors --optimize, or its mapping in a recipe"
+    )
     base: str | None = setting(
         None, "ImageNet backbone: torchvision's vgg16(_bn)/mobilenet_v3_large .pth, reduced-fc .caffemodel, torchvision"
     )
     resume: str | None = setting(None, "continue a run exactly where it stopped: its folder or its last.pt")
     save_every_steps: int = setting(0, "also write last.pt every N steps (0: at the end of each epoch only)")
     max_steps: int = setting(0, "stop after this many optimiser steps in total, checkpoint kept (0: no limit)")
+    time_budget: str | None = setting(
+        None, "wall-clock budget (30m, 90s, 1.5h): the schedule spans it, training stops on time; --epochs caps it"
+    )
     predict_images: int = setting(8, "held-out images drawn with predictions beside ground truth at the end")
 
     what: ClassVar[str] = "training"
@@ -202,7 +208,25 @@ class TrainConfig(Config):
             bad.append("workers, eval_every, max_steps and save_every_steps must be >= 0")
         if not 0 < self.ema_decay < 1:
             bad.append(f"ema_decay={self.ema_decay}")
+        if self.time_budget is not None:
+            try:
+                budget_seconds(self.time_budget)
+            except ValueError as exc:
+                bad.append(str(exc))
         return bad
+
+
+def budget_seconds(text: str) -> float:
+    """Seconds of a duration written ``90s``, ``30m``, ``1.5h`` or a plain number of seconds."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    value, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(value) * units[unit]
+    except ValueError:
+        raise ValueError(f"time_budget={text!r} is not a duration like 90s, 30m or 1.5h") from None
+    if not seconds > 0:
+        raise ValueError(f"time_budget={text!r} must be positive")
+    return seconds
 
 
 @dataclass
@@ -357,6 +381,25 @@ class ConvertConfig(Config):
     classes: list[str] | None = setting(None, "class names, in the file's label order; none: the file's or VOC/COCO")
 
     what: ClassVar[str] = "convert"
+
+
+@dataclass
+class PriorsConfig(Config):
+    """What ``singleshot priors`` measures: a model's default boxes against a dataset's objects."""
+
+    data: str = setting(help="dataset folder or file (VOC, COCO or YOLO; detected automatically)")
+    model: str = setting("ssd300_vgg16", "model variant whose default boxes are measured (see singleshot models)")
+    imgsz: int | None = setting(None, "input side in pixels; none keeps the model's own (300, 320 or 512)")
+    split: str = setting("train", "split whose objects are measured")
+    classes: list[str] | None = _classes()
+    optimize: bool = setting(False, "also fit sizes and aspect ratios to the objects; writes default_boxes.yaml")
+    rounds: int = setting(2, "passes of the layer-by-layer search over sizes and ratios (with --optimize)")
+    seed: int = setting(0, "seed of the object subsample when there are over 10000 objects (with --optimize)")
+    project: str = _project("priors")
+    name: str = _name()
+    exist_ok: bool = _exist_ok()
+
+    what: ClassVar[str] = "priors"
 
 
 @dataclass

@@ -173,6 +173,19 @@ class DefaultBoxConfig:
 
         return cls(**{k: tuples(v) for k, v in fields.items()})
 
+    def with_fitted(self, fitted: dict[str, Any]) -> DefaultBoxConfig:
+        """This design with the ``min_sizes``, ``max_sizes`` and ``aspect_ratios`` of ``fitted`` (the
+        ``default_boxes`` mapping ``singleshot priors --optimize`` writes); other keys are an error."""
+        allowed = {"min_sizes", "max_sizes", "aspect_ratios"}
+        unknown = set(fitted) - allowed
+        if unknown:
+            raise ValueError(f"default_boxes: unknown keys {sorted(unknown)}; expected {sorted(allowed)}")
+        changes = {k: tuple(tuple(v) if isinstance(v, list) else v for v in fitted[k]) for k in fitted}
+        for key, values in changes.items():
+            if len(values) != self.num_layers:
+                raise ValueError(f"default_boxes: {key} has {len(values)} entries for {self.num_layers} layers")
+        return dataclasses.replace(self, **changes)
+
     def num_boxes(self) -> int:
         return sum(self.boxes_per_layer())
 

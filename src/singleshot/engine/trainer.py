@@ -18,15 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from singleshot.config import TrainConfig
+from singleshot.config import TrainConfig, budget_seconds
 from singleshot.convert.files import imagenet_backbone
 from singleshot.data import DataBundle, open_dataset, synthetic_bundle
 from singleshot.data.loader import Augmented, EpochSampler, make_loader
 from singleshot.data.transforms import build_transforms
 from singleshot.distributed import DistInfo, broadcast_buffers, process_group, resolve_device
+from singleshot.engine.budget import TimeBudget
 from singleshot.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from singleshot.engine.ema import ModelEMA
 from singleshot.engine.loop import (
@@ -90,23 +92,55 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_factor(config: TrainConfig, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """Per-step multiplier of the peak learning rate: linear warm-up, then cosine (to 1%) or multi-step."""
+def lr_factor(
+    config: TrainConfig, total_steps: int, warmup_steps: int, budget: TimeBudget | None = None
+) -> Callable[[int], float]:
+    """Per-step multiplier of the peak learning rate: linear warm-up, then cosine (to 1%) or multi-step; with a
+    ``budget``, the decay follows the share of the budget used instead of the share of steps."""
     milestones = [round(m * total_steps) for m in config.milestones]
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return 0.001 + (1 - 0.001) * step / warmup_steps
-        if config.schedule == "multistep":
+        if budget is not None:
+            progress = budget.fraction()
+            if config.schedule == "multistep":
+                return config.gamma ** sum(progress >= m for m in config.milestones)
+        elif config.schedule == "multistep":
             return config.gamma ** sum(step >= m for m in milestones)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        else:
+            progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
 
 
+def build_model(config: TrainConfig, num_classes: int) -> SSD:
+    """``config.model`` for ``num_classes``, at ``config.imgsz``, with ``config.default_boxes`` (fitted by
+    ``singleshot priors --optimize``) in place of the builder's sizes and ratios when given."""
+    model = build(config.model, num_classes=num_classes, image_size=config.imgsz)
+    if config.default_boxes is None:
+        return model
+    fitted = config.default_boxes
+    if isinstance(fitted, str):
+        try:
+            fitted = yaml.safe_load(Path(fitted).read_text())
+        except OSError as exc:
+            raise FileNotFoundError(f"default boxes not found: {config.default_boxes}") from exc
+        fitted = fitted.get("default_boxes", fitted) if isinstance(fitted, dict) else fitted
+    if not isinstance(fitted, dict):
+        raise ValueError(f"{config.default_boxes}: expected a default_boxes mapping (min_sizes, max_sizes, ...)")
+    design = model.default_boxes.with_fitted(fitted)
+    return build(config.model, num_classes=num_classes, image_size=config.imgsz, default_boxes=design)
+
+
 def make_optimization(
-    model: SSD, config: TrainConfig, device: torch.device, dist: DistInfo, steps_per_epoch: int
+    model: SSD,
+    config: TrainConfig,
+    device: torch.device,
+    dist: DistInfo,
+    steps_per_epoch: int,
+    budget: TimeBudget | None = None,
 ) -> Optimization:
     """SGD with the warm-up/decay schedule, mixed precision, EMA and, under ``torchrun``, the DDP wrapper."""
     total_steps = config.epochs * steps_per_epoch
@@ -114,7 +148,7 @@ def make_optimization(
     use_amp_layout(model, amp, device)
     optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.lr, momentum=config.momentum)
     warmup = min(round(config.warmup_epochs * steps_per_epoch), total_steps // 2)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_steps, warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_steps, warmup, budget))
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     use_ema = config.ema if config.ema is not None else config.weights is None
     ema = ModelEMA(model, config.ema_decay) if use_ema else None
@@ -159,7 +193,7 @@ class Trainer:
         seed_everything(config.seed + self.dist.rank)
 
         self.data = load_data(config)
-        self.model = build(config.model, num_classes=len(self.data.class_names), image_size=config.imgsz)
+        self.model = build_model(config, len(self.data.class_names))
         if config.base and not config.weights and state is None:
             base, report = imagenet_backbone(config.base, self.model)
             self.model.load_state_dict(base, strict=False)
@@ -175,7 +209,8 @@ class Trainer:
         self.loader = make_loader(self.train_view, config.batch, self.sampler, config.workers)
         self.steps_per_epoch = math.ceil(len(self.sampler) / config.batch)
 
-        self.optim = make_optimization(self.model, config, self.device, self.dist, self.steps_per_epoch)
+        self.budget = TimeBudget(budget_seconds(config.time_budget)) if config.time_budget else None
+        self.optim = make_optimization(self.model, config, self.device, self.dist, self.steps_per_epoch, self.budget)
         self.position = Position()
         self.best_map50 = -1.0
         self.final_map50 = float("nan")
@@ -194,6 +229,10 @@ class Trainer:
         for epoch in range(self.position.epoch, self.config.epochs):
             started = time.perf_counter()
             stats = self._train_epoch(epoch)
+            if stats.stopped and self.budget is not None and self._out_of_time():
+                self._end_epoch(epoch, stats, started, final=True)
+                self._log(f"time budget used: {self.budget.used():.0f} s of {self.budget.seconds:.0f} s")
+                break
             if stats.stopped:
                 self._save_state()
                 self._save_weight_file("last")
@@ -229,6 +268,10 @@ class Trainer:
         )
         if self.optim.amp is None and self.device.type == "cpu" and c.amp == "auto" and bf16_is_native(self.device):
             self._log("this CPU computes bf16 natively (AMX/AVX512-BF16): --amp bf16 may train faster (SSD300: 4x)")
+        if self.budget is not None:
+            left = self.budget.seconds - self.budget.used_before
+            self._log(f"time budget {self.budget.seconds:.0f} s ({left:.0f} s left): the schedule follows the clock")
+            self.budget.start()
 
     def _train_epoch(self, epoch: int) -> EpochStats:
         self.position.epoch = epoch
@@ -242,21 +285,31 @@ class Trainer:
             raise
 
     def _after_step(self) -> bool:
-        """Checkpoint every ``save_every_steps``; True (stop) once ``max_steps`` are done."""
+        """Checkpoint every ``save_every_steps``; True (stop) once ``max_steps`` are done or the time is up."""
         every, step = self.config.save_every_steps, self.position.global_step
         if every and step % every == 0:
             self._save_state()
-        return bool(self.config.max_steps) and step >= self.config.max_steps
+        return (bool(self.config.max_steps) and step >= self.config.max_steps) or self._out_of_time()
 
-    def _end_epoch(self, epoch: int, stats: EpochStats, started: float) -> None:
-        """Synchronise ranks, evaluate when due, save weights and checkpoint, record and print the epoch."""
+    def _out_of_time(self) -> bool:
+        """Whether the time budget is used (rank 0's clock decides for every rank under ``torchrun``)."""
+        if self.budget is None:
+            return False
+        expired = torch.tensor([float(self.budget.expired())], device=self.device)
+        if self.dist.enabled:
+            torch.distributed.broadcast(expired, src=0)
+        return bool(expired.item())
+
+    def _end_epoch(self, epoch: int, stats: EpochStats, started: float, final: bool = False) -> None:
+        """Synchronise ranks, evaluate when due (and when ``final``), save weights and checkpoint, record and print
+        the epoch."""
         c = self.config
         self.position.step_in_epoch = 0
         broadcast_buffers(self.model, self.dist)
         if self.optim.ema is not None:
             broadcast_buffers(self.optim.ema.module, self.dist, include_parameters=True)
         report = None
-        if self.dist.is_main and (epoch + 1 == c.epochs or (c.eval_every and (epoch + 1) % c.eval_every == 0)):
+        if self.dist.is_main and (final or epoch + 1 == c.epochs or (c.eval_every and (epoch + 1) % c.eval_every == 0)):
             report = self._evaluate()
         self._save_weight_file("last")
         self.position.epoch = epoch + 1  # the checkpoint records where to go on: the start of the next epoch
@@ -271,12 +324,15 @@ class Trainer:
 
     def _evaluate(self) -> MetricReport:
         """Evaluate the EMA (or the model) on the validation set; keep ``best.safetensors`` by VOC07 mAP50."""
+        started = time.perf_counter()
         evaluation = evaluate_model(
             self.eval_model, self.data.val, self.device, self.config.batch, self.config.workers,
             progress=self.progress,
         )  # fmt: skip
         assert evaluation is not None  # a single process (rank 0) evaluates during training
         report = evaluation.report
+        if self.budget is not None:  # keep time for the final evaluation
+            self.budget.reserve = time.perf_counter() - started
         self.final_map50 = report.map50_07
         if report.map50_07 > self.best_map50:
             self.best_map50 = report.map50_07
@@ -346,6 +402,7 @@ class Trainer:
             "step_in_epoch": self.position.step_in_epoch,
             "global_step": self.position.global_step,
             "best_map50": self.best_map50,
+            "budget_used": self.budget.used() if self.budget is not None else 0.0,
             "rng": rng_state(),
             "config": self.config.to_dict(),
         }
@@ -362,6 +419,8 @@ class Trainer:
             o.ema.load_state_dict(state["ema"])
         self.position = Position(int(state["epoch"]), int(state["step_in_epoch"]), int(state["global_step"]))
         self.best_map50 = float(state["best_map50"])
+        if self.budget is not None:
+            self.budget.used_before = float(state.get("budget_used", 0.0))
         set_rng_state(state["rng"])
         self._log(f"resumed {self.run_dir} at {self.position.describe()} (global {self.position.global_step})")
 

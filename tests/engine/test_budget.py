@@ -1,0 +1,49 @@
+"""``--time-budget``: the schedule follows the clock, training stops on time, evaluates, and resume keeps the rest."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from singleshot.config import TrainConfig, budget_seconds
+from singleshot.engine.budget import TimeBudget
+from singleshot.engine.trainer import train
+
+
+def test_durations_parse() -> None:
+    assert budget_seconds("90s") == 90 and budget_seconds("30m") == 1800 and budget_seconds("1.5h") == 5400
+    assert budget_seconds("45") == 45
+    with pytest.raises(ValueError, match=r"not a duration like 90s, 30m or 1.5h"):
+        budget_seconds("ten minutes")
+    with pytest.raises(ValueError, match=r"time_budget='0m' must be positive"):
+        TrainConfig(time_budget="0m").validate()
+
+
+def test_budget_fraction_counts_earlier_runs() -> None:
+    budget = TimeBudget(10.0, used_before=4.0)
+    budget.start()
+    assert 0.4 <= budget.fraction() < 0.45 and not budget.expired()
+    assert TimeBudget(10.0, used_before=10.0).expired()
+
+
+@pytest.mark.slow
+def test_training_stops_on_time_at_its_final_learning_rate(tmp_path: Path) -> None:
+    budget = 25.0
+    config = TrainConfig(
+        model="ssd_tiny160", imgsz=160, synthetic_train=4000, synthetic_val=16, epochs=1000, batch=8, lr=0.04,
+        warmup_epochs=0.05, workers=0, eval_every=0, time_budget=f"{budget:g}s", project=str(tmp_path), name="b",
+        predict_images=0,
+    )  # fmt: skip
+    started = time.perf_counter()
+    result = train(config, progress=False)
+    wall = time.perf_counter() - started
+    state = torch.load(result.run_dir / "last.pt", weights_only=True)
+    assert abs(state["budget_used"] - budget) <= 0.05 * budget, state["budget_used"]
+    assert wall < 1.2 * budget + 10  # data and model set-up come on top of the budget
+    rows = list(csv.DictReader((result.run_dir / "metrics.csv").open()))
+    assert float(rows[-1]["lr"]) == pytest.approx(0.01 * config.lr, rel=0.05)  # the schedule's end
+    assert rows[-1]["map50"] != "" and (result.run_dir / "weights" / "best.safetensors").is_file()  # evaluated

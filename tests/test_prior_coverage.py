@@ -1,0 +1,93 @@
+"""Default-box coverage of a dataset's objects, and the search that fits the boxes to them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from singleshot.boxes import cxcywh_to_xyxy
+from singleshot.priors import DefaultBoxConfig
+from singleshot.tools.prior_coverage import coverage
+from singleshot.tools.prior_search import design_yaml, optimize_design
+
+#: A small design: a 4x4 and a 2x2 map at 64 px, squares of 16 and 32 px with their sqrt(min*max) boxes.
+DESIGN = DefaultBoxConfig(
+    image_size=(64, 64), feature_sizes=((4, 4), (2, 2)), min_sizes=(16.0, 32.0), max_sizes=(24.0, 48.0),
+    aspect_ratios=((), ()), steps=(16.0, 32.0),
+)  # fmt: skip
+
+
+def test_objects_equal_to_the_default_boxes_are_all_covered() -> None:
+    boxes = cxcywh_to_xyxy(DESIGN.generate())
+    labels = torch.ones(boxes.shape[0], dtype=torch.int64)
+    cov = coverage(boxes, labels, DESIGN)
+    assert cov.rate() == 1.0
+    assert torch.allclose(cov.best_iou, torch.ones_like(cov.best_iou))
+    assert (cov.matches >= 1).all()
+    assert cov.best_layer.tolist() == [0] * 32 + [1] * 8  # each object's own layer
+
+
+def test_an_aspect_ratio_the_data_needs_raises_coverage() -> None:
+    # tall thin objects 8 x 24 px at the 4x4 cells' centres: squares cover them at IoU 1/3 at best
+    centres = (torch.arange(4) + 0.5) / 4
+    cy, cx = torch.meshgrid(centres, centres, indexing="ij")
+    tall = torch.stack([cx.flatten(), cy.flatten(), torch.full((16,), 8 / 64), torch.full((16,), 24 / 64)], 1)
+    boxes, labels = cxcywh_to_xyxy(tall), torch.ones(16, dtype=torch.int64)
+    before = coverage(boxes, labels, DESIGN).rate()
+    with_ratio = dataclasses.replace(DESIGN, aspect_ratios=((3.0,), ()), min_sizes=(14.0, 32.0))
+    after = coverage(boxes, labels, with_ratio).rate()
+    assert before == 0.0 and after == 1.0
+
+
+def test_the_search_never_covers_worse_than_its_start_and_is_deterministic() -> None:
+    g = torch.Generator().manual_seed(0)
+    centre = torch.rand(300, 2, generator=g) * 0.8 + 0.1
+    size = torch.rand(300, 2, generator=g) * 0.25 + 0.05  # small objects of varied shapes
+    boxes = cxcywh_to_xyxy(torch.cat([centre, size], 1))
+    labels = torch.ones(300, dtype=torch.int64)
+    start = coverage(boxes, labels, DESIGN)
+    fitted = optimize_design(boxes, DESIGN, rounds=1)
+    end = coverage(boxes, labels, fitted)
+    assert end.rate() >= start.rate() and end.best_iou.mean() >= start.best_iou.mean()
+    assert end.rate() > start.rate()  # these objects are smaller than the design's boxes: the search helps
+    assert fitted.boxes_per_location() == DESIGN.boxes_per_location()  # same layers and boxes per cell
+    assert optimize_design(boxes, DESIGN, rounds=1) == fitted
+    assert "min_sizes" in design_yaml(fitted)
+
+
+def test_priors_command_writes_the_report_plots_and_fitted_design(tmp_path, capsys) -> None:
+    import yaml
+    from conftest import write_voc_devkit
+
+    from singleshot.cli import main
+
+    root = write_voc_devkit(tmp_path / "voc", count=8, split="train")
+    argv = ["priors", "--data", str(root), "--model", "ssd_tiny160", "--optimize", "--rounds", "1"]
+    assert main([*argv, "--project", str(tmp_path / "runs"), "--name", "p"]) == 0
+    out = capsys.readouterr().out
+    assert "coverage" in out and "fitted default boxes" in out and "circle" in out
+    run = tmp_path / "runs" / "p"
+    assert (run / "boxes.png").stat().st_size > 0 and (run / "best_iou.png").stat().st_size > 0
+    fitted = yaml.safe_load((run / "default_boxes.yaml").read_text())["default_boxes"]
+    assert len(fitted["min_sizes"]) == 5 and len(fitted["aspect_ratios"]) == 5  # the tiny model's five layers
+
+
+def test_training_takes_the_fitted_design_and_the_weights_carry_it(tmp_path) -> None:
+    import yaml
+
+    import singleshot
+    from singleshot.config import TrainConfig
+    from singleshot.engine.trainer import train
+
+    fitted = {"min_sizes": [12.0, 24.0, 50.0, 90.0, 130.0], "aspect_ratios": [[3.0], [2.0, 3.0], [2.0], [2.0], [2.0]]}
+    path = tmp_path / "default_boxes.yaml"
+    path.write_text(yaml.safe_dump({"default_boxes": fitted}))
+    config = TrainConfig(
+        model="ssd_tiny160", imgsz=160, synthetic_train=16, synthetic_val=4, epochs=1, batch=8, workers=0,
+        eval_every=0, max_steps=1, default_boxes=str(path), project=str(tmp_path), name="t", predict_images=0,
+    )  # fmt: skip
+    run = train(config, progress=False).run_dir
+    design = singleshot.load(run / "weights" / "last.safetensors", device="cpu").model.default_boxes
+    assert list(design.min_sizes) == fitted["min_sizes"] and design.aspect_ratios[0] == (3.0,)
+    assert design.max_sizes == singleshot.build("ssd_tiny160", 3, image_size=160).default_boxes.max_sizes
