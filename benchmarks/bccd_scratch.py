@@ -94,19 +94,23 @@ def main() -> None:
     if not args.skip_ours:
         config = TrainConfig.from_yaml(args.recipe)
         config.time_budget, config.name = args.budget, "bench_bccd_scratch"
+        started = time.perf_counter()
         result = train(config, progress=False)
+        print(f"ours: train() took {time.perf_counter() - started:.0f} s wall for a {budget:.0f} s budget", flush=True)
         detector = load(result.run_dir / "weights" / "best.safetensors", device="cpu")
         val, _ = open_split(DATA, "val", detector.names)
         rows["ours (" + Path(args.recipe).name + ")"] = evaluate_model(detector, val, detector.device).report
+    started = time.perf_counter()
     model, steps = torchvision_ssdlite(budget)
+    print(f"torchvision: {steps} steps in {time.perf_counter() - started:.0f} s wall", flush=True)
     rows[f"torchvision ssdlite320 ({steps} steps)"] = score_torchvision(model)
     names = next(iter(rows.values())).class_names
     print(f"budget {args.budget} each; VOC07 AP50 on BCCD val, COCO AP")
     print(f"{'model':<40} {'mAP50':>7} " + " ".join(f"{n:>10}" for n in names) + f" {'COCO AP':>8}")
     for name, report in rows.items():
-        per_class = " ".join(f"{ap:>10.3f}" for ap in report.ap50_07)
+        per_class = " ".join(f"{ap:>10.4f}" for ap in report.ap50_07)
         coco = report.coco["AP"] if report.coco else float("nan")
-        print(f"{name:<40} {report.map50_07:>7.3f} {per_class} {coco:>8.3f}")
+        print(f"{name:<40} {report.map50_07:>7.4f} {per_class} {coco:>8.4f}")
 
 
 if __name__ == "__main__":

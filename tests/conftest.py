@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Sequence
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -113,6 +118,33 @@ def write_synthetic_images(
     return out
 
 
+def write_unusual_images(folder: Path, rgb: np.ndarray) -> dict[str, Path]:
+    """``rgb`` (H x W x 3 uint8) saved as grayscale, RGBA and 16-bit PNGs, and as a JPEG whose EXIF orientation 6
+    turns it a quarter (stored W x H, shown H wide): the conversions training applies, one file each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {name: folder / name for name in ("gray.png", "rgba.png", "deep.png", "rotated.jpg")}
+    Image.fromarray(rgb).convert("L").save(paths["gray.png"])
+    Image.fromarray(rgb).convert("RGBA").save(paths["rgba.png"])
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(paths["deep.png"])
+    exif = Image.fromarray(rgb).getexif()
+    exif[0x0112] = 6
+    Image.fromarray(rgb).save(paths["rotated.jpg"], exif=exif, quality=95)
+    return paths
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A tiny PNG file whose header claims ``width`` x ``height`` RGB pixels (a decompression bomb's shape: the
+    pixel data is one empty chunk, so only a header-first reader refuses it cheaply)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
 # -- comparing detections -------------------------------------------------------------------------------
 def unmatched_detections(
     ours: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], box_tol: float = 0.5, score_tol: float = 1e-4
@@ -168,3 +200,59 @@ def run_ranks(worker: Callable[..., None], world: int, *args: Any) -> None:
     """Run ``worker(rank, *args)`` in ``world`` processes set up as ``torchrun`` sets them up (gloo on the CPU);
     ``worker`` must be a module-level function."""
     mp.spawn(_rank_entry, args=(world, free_port(), worker, args), nprocs=world, join=True)
+
+
+# -- a real `singleshot serve` process on 127.0.0.1 -----------------------------------------------------
+@dataclass
+class Server:
+    """A running server: its process, base URL and log file."""
+
+    process: subprocess.Popen
+    url: str
+    port: int
+    log: Path
+
+    def threads(self) -> int:
+        """Threads of the server process now (from /proc)."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+    def open_files(self) -> int:
+        return len(list(Path(f"/proc/{self.process.pid}/fd").iterdir()))
+
+
+def start_server(weights: Path, log: Path, *flags: str, timeout: float = 90.0) -> Server:
+    """``singleshot serve --weights weights`` on a free loopback port, once ``/health/ready`` answers 200."""
+    port = free_port()
+    command = [sys.executable, "-m", "singleshot.cli", "serve", "--weights", str(weights), "--port", str(port), *flags]
+    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"singleshot serve exited with {process.returncode}: {log.read_text()}")
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return Server(process, url, port, log)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"singleshot serve not ready after {timeout} s: {log.read_text()}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def served_tiny(trained_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The trained tiny model served with a 1 MiB upload limit."""
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    running = start_server(trained_tiny, log, "--max-upload-mb", "1")
+    yield running
+    stop_server(running)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
+from torchvision.ops import box_iou
 
 from singleshot.boxes import cxcywh_to_xyxy
+from singleshot.models import build
 from singleshot.priors import DefaultBoxConfig
 from singleshot.tools.prior_coverage import coverage
-from singleshot.tools.prior_search import design_yaml, optimize_design
+from singleshot.tools.prior_search import design_yaml, layer_best_iou, optimize_design
 
 #: A small design: a 4x4 and a 2x2 map at 64 px, squares of 16 and 32 px with their sqrt(min*max) boxes.
 DESIGN = DefaultBoxConfig(
@@ -54,6 +57,28 @@ def test_the_search_never_covers_worse_than_its_start_and_is_deterministic() -> 
     assert fitted.boxes_per_location() == DESIGN.boxes_per_location()  # same layers and boxes per cell
     assert optimize_design(boxes, DESIGN, rounds=1) == fitted
     assert "min_sizes" in design_yaml(fitted)
+
+
+@pytest.mark.parametrize("variant", ["paper", "clip", "clamp_cxcywh", "tiny320"])
+def test_the_search_scores_each_layer_as_the_exhaustive_comparison_does(variant: str) -> None:
+    # the search compares each object with the boxes of nearby and border cells only: the best IoU must equal the
+    # best over every default box of the layer, with and without clipping
+    if variant == "tiny320":
+        design = build("ssd_tiny160", num_classes=3, image_size=320).default_boxes
+    else:
+        design = build("ssd300_vgg16", num_classes=3).default_boxes
+        if variant != "paper":
+            design = dataclasses.replace(design, **{variant: True})
+    g = torch.Generator().manual_seed(1)
+    centre = torch.rand(2000, 2, generator=g)
+    size = torch.rand(2000, 2, generator=g) ** 2 * 0.9 + 0.01  # mostly small, some nearly the whole image
+    boxes = cxcywh_to_xyxy(torch.cat([centre, size], 1)).clamp(0, 1)
+    start = 0
+    for k, count in enumerate(design.boxes_per_layer()):
+        layer = cxcywh_to_xyxy(design.generate()[start : start + count])
+        start += count
+        exhaustive = box_iou(boxes, layer).max(dim=1).values
+        torch.testing.assert_close(layer_best_iou(boxes, design, k), exhaustive, rtol=0, atol=1e-6)
 
 
 def test_priors_command_writes_the_report_plots_and_fitted_design(tmp_path, capsys) -> None:

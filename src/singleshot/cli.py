@@ -19,6 +19,7 @@ from singleshot.config import (
     ModelsConfig,
     PredictConfig,
     PriorsConfig,
+    ServeConfig,
     TrainConfig,
     ValConfig,
     add_config_flags,
@@ -99,6 +100,13 @@ def _cmd_priors(args: argparse.Namespace) -> int:
     from singleshot.tools.prior_coverage import report_priors
 
     report_priors(resolve(PriorsConfig, args))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from singleshot.serve.server import run_server
+
+    run_server(resolve(ServeConfig, args))
     return 0
 
 
@@ -183,6 +191,13 @@ def make_parser() -> argparse.ArgumentParser:
         "how well a model's default boxes cover a dataset's objects (coverage at IoU 0.5, per class and size)",
         "Measure, for every object after the training resize, its best default-box IoU: coverage, mean IoU and "
         "matches per class and size, the layer serving each size; plots of box shapes and IoU histograms.",
+    )  # fmt: skip
+    _command(
+        sub, "serve", _cmd_serve, ServeConfig,
+        "serve a detector over HTTP: POST /predict, health, metadata and a browser page",
+        "Serve trained weights (.safetensors or .onnx) on FastAPI/uvicorn: POST /predict (multipart upload, JSON "
+        "base64 or raw image bytes), GET /health/live, /health/ready, /metadata, and the page at /. Concurrent "
+        "requests share forward passes (micro-batching); a full queue answers 429; loopback only by default.",
     )  # fmt: skip
     _command(
         sub, "check-data", _cmd_check_data, CheckDataConfig,

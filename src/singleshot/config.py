@@ -403,6 +403,35 @@ class PriorsConfig(Config):
 
 
 @dataclass
+class ServeConfig(Config):
+    """What ``singleshot serve`` serves, where, and its limits."""
+
+    weights: str = _model_file("serve")
+    host: str = setting("127.0.0.1", "address to listen on (loopback by default; another address wants --api-key)")
+    port: int = setting(8000, "TCP port to listen on")
+    max_batch: int = setting(8, "most requests gathered into one forward pass")
+    max_wait_ms: float = setting(10.0, "longest a request waits for others to join its batch, milliseconds")
+    max_queue: int = setting(64, "most requests waiting; beyond it the server answers 429 with Retry-After")
+    max_upload_mb: float = setting(10.0, "largest request body (image upload), MiB; larger ones get 413")
+    api_key: str | None = setting(
+        None, "require 'Authorization: Bearer KEY' on every endpoint but /health/* (default: $SINGLESHOT_API_KEY)"
+    )
+    device: str = _device()
+    precision: Literal["fp32", "bf16", "auto"] = _precision()
+    threads: int | None = setting(None, "CPU threads for the forward pass; none: one per physical core")
+
+    what: ClassVar[str] = "serve"
+
+    def problems(self) -> list[str]:
+        bad = [f"{k}={v}" for k, v in {"max_batch": self.max_batch, "max_queue": self.max_queue}.items() if v < 1]
+        if self.max_wait_ms < 0 or self.max_upload_mb <= 0 or not 0 <= self.port < 65536:
+            bad.append(f"max_wait_ms={self.max_wait_ms} >= 0, max_upload_mb={self.max_upload_mb} > 0, port={self.port}")
+        if self.threads is not None and self.threads < 1:
+            bad.append(f"threads={self.threads}")
+        return bad
+
+
+@dataclass
 class CheckDataConfig(Config):
     """What ``singleshot check-data`` reads."""
 
@@ -520,6 +549,7 @@ __all__ = [
     "Config",
     "ModelsConfig",
     "PredictConfig",
+    "ServeConfig",
     "TrainConfig",
     "ValConfig",
     "add_config_flags",

@@ -281,12 +281,12 @@ def test_vgg16_base_subsamples_fc6_and_fc7() -> None:
 # -- torchvision: a saved state dict, and torchvision's weights API -------------------------------------------
 def _torchvision_ssdlite_coco() -> torch.nn.Module:
     """torchvision's SSDLite with COCO's 91 label slots and seeded weights of order 1."""
-    from test_torchvision_parity import _randomise
+    from test_torchvision_parity import randomise_torchvision
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
     torch.manual_seed(0)
     model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91).eval()
-    _randomise(model)
+    randomise_torchvision(model)
     return model
 
 

@@ -10,8 +10,9 @@ from singleshot.boxes import cxcywh_to_xyxy
 from singleshot.convert.torchvision import build_from_torchvision, from_torchvision
 
 
-def _randomise(model: nn.Module) -> None:
-    """Weights that give logits of order 1 (torchvision's own SSDLite init gives ~1e-14 outputs, all ties)."""
+def _randomise(model: nn.Module, predictors: list[nn.Sequential]) -> None:
+    """Weights that give logits of order 1 (SSDLite's own init, torchvision's or ours, gives ~1e-14 outputs, all
+    ties); ``predictors``: the head's final blocks (``[1]`` is the last convolution), scaled down."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
@@ -22,9 +23,14 @@ def _randomise(model: nn.Module) -> None:
             m.running_var.uniform_(0.5, 2.0)
             nn.init.uniform_(m.weight, 0.5, 1.5)
             nn.init.normal_(m.bias, std=0.1)
-    for predictors in (model.head.classification_head.module_list, model.head.regression_head.module_list):
-        for block in predictors:
-            block[1].weight.data.mul_(0.25)
+    for block in predictors:
+        block[1].weight.data.mul_(0.25)
+
+
+def randomise_torchvision(model: nn.Module) -> None:
+    """:func:`_randomise` on a torchvision SSD (its heads' final blocks)."""
+    heads = model.head
+    _randomise(model, [*heads.classification_head.module_list, *heads.regression_head.module_list])
 
 
 CASES = {
@@ -43,7 +49,7 @@ def test_same_outputs_as_torchvision(name: str) -> None:
     torch.manual_seed(0)
     reference = make().eval()
     if randomise:
-        _randomise(reference)
+        randomise_torchvision(reference)
     ours = build_from_torchvision(reference.state_dict(), name).eval()
     assert ours.num_classes == 20
     fast_layout = ours.memory_format == torch.channels_last
@@ -94,7 +100,7 @@ def test_to_torchvision_carries_our_weights_and_boxes(name: str) -> None:
     torch.manual_seed(0)
     ours = build(name, num_classes=3).eval()
     if name == "ssdlite320_mobilenet_v3":
-        _randomise_ours(ours)
+        _randomise(ours, [*ours.head.cls, *ours.head.reg])
     ours.use_channels_last(False)
     reference = to_torchvision(ours)
     size = ours.preprocessing.image_size
@@ -117,16 +123,3 @@ def test_to_torchvision_carries_our_weights_and_boxes(name: str) -> None:
         assert len(g["scores"]) > 0
         torch.testing.assert_close(g["scores"], w["scores"], atol=1e-5, rtol=0)
         torch.testing.assert_close(g["boxes"], w["boxes"], atol=1e-3, rtol=0)
-
-
-def _randomise_ours(model: nn.Module) -> None:
-    """As :func:`_randomise`, on our model (SSDLite's own init gives near-zero outputs, all ties)."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.normal_(m.bias, std=0.1)
-        elif isinstance(m, nn.BatchNorm2d):
-            m.running_var.uniform_(0.5, 2.0)
-    for predictor in [*model.head.cls, *model.head.reg]:
-        predictor[1].weight.data.mul_(0.25)

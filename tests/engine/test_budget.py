@@ -30,20 +30,44 @@ def test_budget_fraction_counts_earlier_runs() -> None:
     assert TimeBudget(10.0, used_before=10.0).expired()
 
 
-@pytest.mark.slow
-def test_training_stops_on_time_at_its_final_learning_rate(tmp_path: Path) -> None:
-    budget = 25.0
-    config = TrainConfig(
+def _budget_config(tmp_path: Path, budget: float, **changes: object) -> TrainConfig:
+    return TrainConfig(
         model="ssd_tiny160", imgsz=160, synthetic_train=4000, synthetic_val=16, epochs=1000, batch=8, lr=0.04,
         warmup_epochs=0.05, workers=0, eval_every=0, time_budget=f"{budget:g}s", project=str(tmp_path), name="b",
-        predict_images=0,
+        predict_images=0, **changes,
     )  # fmt: skip
+
+
+def _final_rows(run_dir: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((run_dir / "metrics.csv").open()))
+
+
+@pytest.mark.slow
+def test_training_stops_on_time_at_its_final_learning_rate(tmp_path: Path) -> None:
+    budget = 60.0
+    config = _budget_config(tmp_path, budget)
     started = time.perf_counter()
     result = train(config, progress=False)
     wall = time.perf_counter() - started
     state = torch.load(result.run_dir / "last.pt", weights_only=True)
     assert abs(state["budget_used"] - budget) <= 0.05 * budget, state["budget_used"]
-    assert wall < 1.2 * budget + 10  # data and model set-up come on top of the budget
-    rows = list(csv.DictReader((result.run_dir / "metrics.csv").open()))
+    assert abs(wall - budget) <= 0.05 * budget, wall  # set-up, training and the final evaluation all fit
+    rows = _final_rows(result.run_dir)
     assert float(rows[-1]["lr"]) == pytest.approx(0.01 * config.lr, rel=0.05)  # the schedule's end
     assert rows[-1]["map50"] != "" and (result.run_dir / "weights" / "best.safetensors").is_file()  # evaluated
+
+
+@pytest.mark.slow
+def test_resume_goes_on_with_the_remaining_budget(tmp_path: Path) -> None:
+    budget = 30.0
+    first = train(_budget_config(tmp_path, budget, max_steps=40), progress=False)  # stopped early, like a crash
+    used_before = torch.load(first.run_dir / "last.pt", weights_only=True)["budget_used"]
+    assert 0 < used_before < 0.6 * budget
+    started = time.perf_counter()
+    result = train(TrainConfig(resume=str(first.run_dir), workers=0), progress=False)
+    wall = time.perf_counter() - started
+    assert result.run_dir == first.run_dir
+    total = torch.load(result.run_dir / "last.pt", weights_only=True)["budget_used"]
+    assert abs(total - budget) <= 0.05 * budget, total  # both runs together used the budget once
+    assert abs(wall - (budget - used_before)) <= 0.05 * budget, (wall, used_before)  # only the rest was spent
+    assert float(_final_rows(result.run_dir)[-1]["lr"]) == pytest.approx(0.01 * 0.04, rel=0.05)

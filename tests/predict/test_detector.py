@@ -10,7 +10,7 @@ from types import GeneratorType
 import numpy as np
 import pytest
 import torch
-from conftest import write_synthetic_images
+from conftest import write_synthetic_images, write_unusual_images
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -223,15 +223,8 @@ def test_bad_sources(tmp_path: Path, untrained: Path) -> None:
 def test_unusual_images_are_converted_like_training_reads_them(tmp_path: Path, untrained: Path) -> None:
     detector = singleshot.load(untrained, device="cpu")
     rgb = np.asarray(SyntheticShapes(1, (60, 80), seed=2)[0][0].permute(1, 2, 0))
-    Image.fromarray(rgb).convert("L").save(tmp_path / "gray.png")
-    Image.fromarray(rgb).convert("RGBA").save(tmp_path / "rgba.png")
-    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(tmp_path / "deep.png")
-    exif = Image.fromarray(rgb).getexif()
-    exif[0x0112] = 6  # stored 80 x 60, shown rotated: 60 wide, 80 high
-    Image.fromarray(rgb).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
-    gray, rgba, deep, rotated = detector.predict(
-        [tmp_path / n for n in ("gray.png", "rgba.png", "deep.png", "rotated.jpg")], conf=0.05
-    )
+    paths = write_unusual_images(tmp_path, rgb)  # rotated.jpg: stored 80 x 60, shown 60 wide, 80 high
+    gray, rgba, deep, rotated = detector.predict(list(paths.values()), conf=0.05)
     (as_gray,) = detector.predict(np.asarray(Image.fromarray(rgb).convert("L").convert("RGB")), conf=0.05)
     (as_rgb,) = detector.predict(rgb, conf=0.05)
     _same(gray, as_gray)

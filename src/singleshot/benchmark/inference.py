@@ -30,7 +30,7 @@ from singleshot.config import BenchmarkConfig
 from singleshot.convert.torchvision import to_torchvision
 from singleshot.cpu import cpu_features
 from singleshot.data.images import read_image
-from singleshot.data.synthetic import SyntheticShapes
+from singleshot.data.synthetic import save_images
 from singleshot.export import export_onnx, quantize_int8
 from singleshot.predict import Detector
 from singleshot.predict.backends import OnnxBackend
@@ -65,13 +65,7 @@ class Timing:
 
 def synthetic_jpegs(folder: Path, count: int = 16) -> list[Path]:
     """``count`` synthetic-shape images at 640x480 saved as JPEG (quality 90)."""
-    data = SyntheticShapes(count, (480, 640), seed=0)
-    paths = []
-    for i in range(count):
-        path = folder / f"bench_{i:03d}.jpg"
-        Image.fromarray(data[i][0].permute(1, 2, 0).numpy()).save(path, quality=90)
-        paths.append(path)
-    return paths
+    return save_images(folder, count, (480, 640), seed=0, quality=90, prefix="bench")
 
 
 def _images(source: str) -> list[Path]:

@@ -51,6 +51,7 @@ _RULES: dict[str, list[Rule]] = {
 }
 _ALIASES = {"ssdlite320_mobilenet_v3_large": "ssdlite320_mobilenet_v3"}
 
+
 def _canonical(name: str) -> str:
     name = _ALIASES.get(name, name)
     if name not in _RULES:

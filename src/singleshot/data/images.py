@@ -10,10 +10,12 @@ is applied.
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -58,21 +60,26 @@ def probe(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
         raise ImageError(path, "image file not found")
     if path.stat().st_size == 0:
         raise ImageError(path, "empty file (0 bytes)")
+    return _probe(path, path, max_pixels)
+
+
+def _probe(source: Path | BinaryIO, name: str | Path, max_pixels: int) -> ImageInfo:
+    """The header of the image in ``source`` (a file or an open binary stream), ``name`` in errors."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, against our limit
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 w, h = img.size
                 mode = img.mode
                 orientation = int(img.getexif().get(0x0112, 1) or 1)
     except Image.DecompressionBombError as exc:
-        raise ImageError(path, f"decompression bomb (over {max_pixels} pixels)", str(exc)) from exc
+        raise ImageError(name, f"decompression bomb (over {max_pixels} pixels)", str(exc)) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(path, "not a readable image", str(exc)) from exc
+        raise ImageError(name, "not a readable image", str(exc)) from exc
     if w * h > max_pixels:
-        raise ImageError(path, f"decompression bomb (over {max_pixels} pixels)", f"{w}x{h} = {w * h} pixels")
+        raise ImageError(name, f"decompression bomb (over {max_pixels} pixels)", f"{w}x{h} = {w * h} pixels")
     if w < 1 or h < 1:
-        raise ImageError(path, "image has no pixels", f"{w}x{h}")
+        raise ImageError(name, "image has no pixels", f"{w}x{h}")
     swapped = orientation in _TRANSPOSING
     return ImageInfo(h if swapped else w, w if swapped else h, w, h, mode, orientation)
 
@@ -115,10 +122,26 @@ def load_image(
 ) -> tuple[Tensor, ImageInfo]:
     """:func:`read_image`, with the header (:class:`ImageInfo`: the full size, before any reduction)."""
     info = probe(path, max_pixels)
+    return _decode(Path(path), path, apply_exif, reduce_to), info
+
+
+def decode_image_bytes(
+    data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS, reduce_to: int | None = None
+) -> tuple[Tensor, ImageInfo]:
+    """:func:`load_image` for an encoded image in memory (an upload), ``name`` in errors; the header is checked
+    (empty, not an image, decompression bomb) before any pixel is decoded, and the EXIF orientation is applied."""
+    if not data:
+        raise ImageError(name, "empty file (0 bytes)")
+    info = _probe(io.BytesIO(data), name, max_pixels)
+    return _decode(io.BytesIO(data), name, True, reduce_to), info
+
+
+def _decode(source: Path | BinaryIO, name: str | Path, apply_exif: bool, reduce_to: int | None) -> Tensor:
+    """Pixels of the image in ``source`` as ``uint8 [3, H, W]`` RGB (its header already checked)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(source)
         with img:
             if reduce_to is not None and img.format == "JPEG":
                 img.draft("RGB", (reduce_to, reduce_to))  # the smallest scale keeping both sides >= reduce_to
@@ -130,8 +153,8 @@ def load_image(
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(path, "corrupt or truncated image data", str(exc)) from exc
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous(), info
+        raise ImageError(name, "corrupt or truncated image data", str(exc)) from exc
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -178,15 +178,23 @@ def synthetic_bundle(num_train: int, num_val: int, image_size: tuple[int, int], 
     return DataBundle(train, val, list(CLASSES), f"synthetic shapes ({num_train} train, {num_val} val)")
 
 
-def save_images(folder: str | Path, count: int = 8, size: int = 320, seed: int = SYNTHETIC_VAL_SEED) -> list[Path]:
-    """Write ``count`` synthetic images (by default the held-out set's first ones) as JPEG files to ``folder``,
-    for trying ``singleshot predict`` without a dataset; returns their paths."""
+def save_images(
+    folder: str | Path,
+    count: int = 8,
+    size: int | tuple[int, int] = 320,
+    seed: int = SYNTHETIC_VAL_SEED,
+    quality: int = 92,
+    prefix: str = "shapes",
+) -> list[Path]:
+    """Write ``count`` synthetic images of ``size`` (a side, or ``(H, W)``; by default the held-out set's first
+    ones) as JPEG files ``<prefix>_000.jpg``... to ``folder``, for trying ``singleshot predict`` without a dataset or
+    for timing; returns their paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     data = SyntheticShapes(count, size, seed=seed)
     paths = []
     for i in range(count):
-        path = folder / f"shapes_{i:03d}.jpg"
-        Image.fromarray(data[i][0].permute(1, 2, 0).numpy()).save(path, quality=92)
+        path = folder / f"{prefix}_{i:03d}.jpg"
+        Image.fromarray(data[i][0].permute(1, 2, 0).numpy()).save(path, quality=quality)
         paths.append(path)
     return paths

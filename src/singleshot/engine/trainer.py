@@ -181,6 +181,7 @@ class Trainer:
     then :meth:`fit`."""
 
     def __init__(self, config: TrainConfig, dist: DistInfo | None = None, progress: bool = True) -> None:
+        self.created = time.perf_counter()  # a time budget counts from here
         state: dict[str, Any] | None = None
         if config.resume:
             config, state, self.run_dir = resume_point(config)
@@ -271,7 +272,7 @@ class Trainer:
         if self.budget is not None:
             left = self.budget.seconds - self.budget.used_before
             self._log(f"time budget {self.budget.seconds:.0f} s ({left:.0f} s left): the schedule follows the clock")
-            self.budget.start()
+            self.budget.start(at=self.created)
 
     def _train_epoch(self, epoch: int) -> EpochStats:
         self.position.epoch = epoch

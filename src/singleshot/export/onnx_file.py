@@ -28,9 +28,7 @@ from singleshot.weights import WeightsMetadata, atomic_write
 OPSET = 17
 
 
-def export_onnx(
-    model: SSD, class_names: list[str], path: str | Path, nms: bool = False, opset: int = OPSET
-) -> Path:
+def export_onnx(model: SSD, class_names: list[str], path: str | Path, nms: bool = False, opset: int = OPSET) -> Path:
     """Write ``model`` to ``path`` (parent folders created; written atomically) and check it with ``onnx.checker``.
 
     Input ``images``: ``(B, 3, H, W)`` uint8 RGB at the model's input size (batch dynamic). Outputs: ``scores (B,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,28 @@ CONF = 0.25
 IOU = 0.45
 #: ... and at most this many detections per image (the original's test setting).
 MAX_DET = 200
+
+
+@dataclass(frozen=True)
+class PostSettings:
+    """How one image's detections are kept: least score, NMS IoU, most detections and the labels (1..C) kept;
+    ``None`` takes the model's own setting (all classes for ``classes``). Hashable, so a batch mixing requests with
+    different settings is post-processed group by group."""
+
+    conf: float | None = None
+    iou: float | None = None
+    max_det: int | None = None
+    classes: tuple[int, ...] | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        """The :class:`~singleshot.postprocess.PostProcessor` arguments."""
+        labels = None if self.classes is None else torch.tensor(self.classes, dtype=torch.int64)
+        return {
+            "score_threshold": self.conf,
+            "nms_threshold": self.iou,
+            "detections_per_image": self.max_det,
+            "classes": labels,
+        }
 
 
 class Detector:
@@ -60,15 +83,21 @@ class Detector:
 
     @classmethod
     def from_weights(
-        cls, weights: str | Path, device: str = "auto", dist: DistInfo | None = None, precision: str = "fp32"
+        cls,
+        weights: str | Path,
+        device: str = "auto",
+        dist: DistInfo | None = None,
+        precision: str = "fp32",
+        onnx_threads: int | None = None,
     ) -> Detector:
         """Read ``weights``: a ``.safetensors`` file (see :func:`~singleshot.weights.load_model`) run by PyTorch on
         ``device`` (``auto``: this process's GPU when there is one, else the CPU) at ``precision``, or an ``.onnx``
-        file of ``singleshot export`` run by ONNX Runtime on the CPU (its precision is the file's)."""
+        file of ``singleshot export`` run by ONNX Runtime on the CPU (its precision is the file's) with
+        ``onnx_threads`` threads (default: one per physical core)."""
         if str(weights).endswith(".onnx"):
             if precision == "bf16":
                 raise ValueError(f"{weights}: an ONNX file runs at its own precision; bf16 applies to PyTorch weights")
-            backend = OnnxBackend(weights)
+            backend = OnnxBackend(weights, onnx_threads)
             return cls(backend, backend.meta.class_names)
         model, names = load_model(weights)
         return cls(model, names, resolve_device(device, dist or DistInfo()), precision)
@@ -136,6 +165,18 @@ class Detector:
             per image ``{"boxes" (D, 4) xyxy pixels of ``sizes``, "scores" (D,), "labels" (D,) in 1..C}`` on the
             CPU, and ``{"preprocess", "inference", "postprocess"}`` milliseconds.
         """
+        labels = None if classes is None else tuple(int(c) for c in classes.tolist())
+        return self.detect_each(images, [PostSettings(conf, iou, max_det, labels)] * len(images), sizes)
+
+    @torch.no_grad()
+    def detect_each(
+        self,
+        images: Sequence[Tensor],
+        settings: Sequence[PostSettings],
+        sizes: Sequence[tuple[int, int]] | None = None,
+    ) -> tuple[list[Detection], dict[str, float]]:
+        """:meth:`detect` with each image's own post-processing ``settings`` (one forward pass for the batch; the
+        images sharing settings are post-processed together): a server's batch of requests."""
         b = self.backend
         sizes = [(int(im.shape[1]), int(im.shape[2])) for im in images] if sizes is None else list(sizes)
         start = time.perf_counter()
@@ -143,12 +184,17 @@ class Detector:
         prepared = self._clock()
         outputs = b.infer(batch)
         inferred = self._clock()
-        settings = {"score_threshold": conf, "nms_threshold": iou, "detections_per_image": max_det, "classes": classes}
-        detections = b.detections(outputs, sizes, **settings)
-        detections = [Detection(**{k: v.cpu() for k, v in d.items()}) for d in detections]  # type: ignore[typeddict-item]
+        groups: dict[PostSettings, list[int]] = {}
+        for i, setting in enumerate(settings):
+            groups.setdefault(setting, []).append(i)
+        detections: list[Detection | None] = [None] * len(images)
+        for setting, index in groups.items():
+            part = outputs if len(index) == len(images) else tuple(o[index] for o in outputs)
+            for i, d in zip(index, b.detections(part, [sizes[i] for i in index], **setting.kwargs()), strict=True):
+                detections[i] = Detection(**{k: v.cpu() for k, v in d.items()})  # type: ignore[typeddict-item]
         done = self._clock()
         ms = {"preprocess": prepared - start, "inference": inferred - prepared, "postprocess": done - inferred}
-        return detections, {k: v * 1e3 for k, v in ms.items()}
+        return detections, {k: v * 1e3 for k, v in ms.items()}  # type: ignore[return-value]
 
     def _clock(self) -> float:
         if self.device.type == "cuda":

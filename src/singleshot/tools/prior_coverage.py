@@ -101,9 +101,7 @@ def coverage_table(cov: Coverage, class_names: list[str], design: DefaultBoxConf
         mask = cov.best_layer == k
         fh, fw = design.feature_sizes[k]
         sizes = cov.size_px[mask]
-        spread = (
-            f"{float(sizes.quantile(0.1)):.0f}-{float(sizes.quantile(0.9)):.0f}" if sizes.numel() else "-"
-        )
+        spread = f"{float(sizes.quantile(0.1)):.0f}-{float(sizes.quantile(0.9)):.0f}" if sizes.numel() else "-"
         lines.append(f"{k:<6} {f'{fh}x{fw}':>7} {design.min_sizes[k]:>9.1f} {int(mask.sum()):>8} {spread:>26}")
     return "\n".join(lines)
 
