@@ -21,6 +21,7 @@ from singleshot.data.synthetic import SyntheticShapes
 from singleshot.metrics import evaluate_detections
 from singleshot.models import build
 from singleshot.predict import Detector, SourceReport
+from singleshot.predict.detector import PostSettings
 from singleshot.predict.video import VideoWriter
 from singleshot.weights import save_weights
 
@@ -83,6 +84,25 @@ def test_filters_run_in_the_post_processor(tmp_path: Path, untrained: Path) -> N
     assert (confident.scores >= 0.2).all() and len(confident) == int((everything.scores > 0.2).sum())
     with pytest.raises(ValueError, match=r"unknown class 'cat'; this model's classes are 1: circle, 2: square"):
         detector.predict(path, classes=["cat"])
+
+
+def test_a_batch_with_mixed_settings_equals_each_image_alone(tmp_path: Path, untrained: Path) -> None:
+    # a server's batch: one forward pass, each image post-processed with its own request's settings
+    detector = singleshot.load(untrained, device="cpu")
+    images = [SyntheticShapes(3, (120, 160), seed=4)[i][0] for i in range(3)]
+    settings = [
+        PostSettings(conf=0.01, max_det=7),
+        PostSettings(conf=0.01, classes=(2,)),
+        PostSettings(conf=0.01, max_det=7),
+    ]
+    mixed, _ = detector.detect_each(images, settings, [(240, 320)] * 3)
+    for image, setting, got in zip(images, settings, mixed, strict=True):
+        labels = None if setting.classes is None else torch.tensor(setting.classes)
+        (alone,), _ = detector.detect([image], [(240, 320)], setting.conf, setting.iou, setting.max_det, labels)
+        assert torch.equal(got["labels"], alone["labels"]) and len(got["labels"]) > 0
+        torch.testing.assert_close(got["scores"], alone["scores"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(got["boxes"], alone["boxes"], atol=1e-3, rtol=0)
+    assert len(mixed[0]["labels"]) == 7 and set(mixed[1]["labels"].tolist()) == {2}
 
 
 @pytest.mark.slow
