@@ -414,7 +414,7 @@ class ServeConfig(Config):
     max_queue: int = setting(64, "most requests waiting; beyond it the server answers 429 with Retry-After")
     max_upload_mb: float = setting(10.0, "largest request body (image upload), MiB; larger ones get 413")
     api_key: str | None = setting(
-        None, "require 'Authorization: Bearer KEY' on every endpoint but /health/* (default: $SINGLESHOT_API_KEY)"
+        None, "require 'Authorization: Bearer KEY' on every endpoint but /health/*; none: $SINGLESHOT_API_KEY if set"
     )
     device: str = _device()
     precision: Literal["fp32", "bf16", "auto"] = _precision()
