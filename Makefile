@@ -1,10 +1,11 @@
-# `make test` builds .venv from nothing (Python 3.11 is all it needs) and runs lint + every test.
+# `make test` builds .venv from nothing (Python 3.11 is all it needs) and runs lint + every test, then the numeric
+# tests again under other kernel choices.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast demo lint bench clean
+.PHONY: test test-fast test-variants demo lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,12 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q
+	$(PY) tests/kernel_variants.py
+
+# The numeric tests again under other kernel choices (another instruction-set level, one thread): a pass on this
+# CPU must not hide a failure on another (tests/kernel_variants.py says which variants and why).
+test-variants: $(STAMP)
+	$(PY) tests/kernel_variants.py
 
 # The inner loop: everything but the end-to-end tests marked `slow` (training runs, DDP, BCCD evaluation).
 test-fast: lint

@@ -17,12 +17,24 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from kernel_variants import KERNEL_FLAGS, cpu_flags
 from PIL import Image
 
+from singleshot.boxes import box_iou
 from singleshot.data.synthetic import SyntheticShapes
 
 #: The shared BCCD dataset, by the relative path the project uses (../shared from the repo root).
 BCCD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "BCCD"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Which kernels this run's float results came from (``make test`` reruns the numeric tests under others)."""
+    model, flags = cpu_flags()
+    caps = " ".join(f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS")
+                    if k in os.environ)  # fmt: skip
+    kernels = f"ATen {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
+    chosen = " ".join(f for f in KERNEL_FLAGS if f in flags)
+    terminalreporter.write_line(f"kernels: {model} ({chosen}); {kernels}" + (f"; {caps}" if caps else ""))
 
 
 @pytest.fixture(autouse=True)
@@ -44,8 +56,10 @@ def random_image(w: int = 80, h: int = 60, seed: int = 0) -> Image.Image:
 
 @pytest.fixture(scope="session")
 def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Weights of a tiny SSD trained for about 15 s on synthetic shapes (mAP50 about 0.47 on held-out shapes):
-    detections where the shapes are, without the tied scores of an untrained model."""
+    """Weights of a tiny SSD trained for about 35 s on synthetic shapes: detections where the shapes are, without
+    the tied scores of an untrained model. Its training runs on this CPU's kernels, so its weights differ between
+    CPUs (held-out mAP50 0.47 on AVX-512, 0.42 on AVX2, 0.38 on one thread): tests assert what holds for any of
+    them, never the fate of one borderline score."""
     from singleshot.config import TrainConfig
     from singleshot.engine import train
 
@@ -145,9 +159,66 @@ def png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
+# -- models with weights of order 1 -------------------------------------------------------------------------
+def randomise_weights(model: torch.nn.Module, predictors: Sequence[torch.nn.Module]) -> None:
+    """Seeded-random weights that give logits of order 1 (SSDLite's own init, torchvision's or ours, gives ~1e-14
+    outputs: every score tied); ``predictors``: the head's per-map predictors, whose last convolution is scaled
+    down."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                torch.nn.init.normal_(m.bias, std=0.1)
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
+            torch.nn.init.normal_(m.bias, std=0.1)
+    for predictor in predictors:
+        [m for m in predictor.modules() if isinstance(m, torch.nn.Conv2d)][-1].weight.data.mul_(0.25)
+
+
+# -- comparing float results across kernels --------------------------------------------------------------
+#: float32's unit roundoff: one correctly rounded operation is off by at most this much, relatively.
+FLOAT32_UNIT = 2.0**-24
+
+
+def rounding_bound(magnitude: torch.Tensor | float, steps: int) -> torch.Tensor | float:
+    """Worst-case float32 rounding error of a sum of products, whatever order a kernel adds them in (Higham,
+    *Accuracy and Stability of Numerical Algorithms*, 2nd ed., section 3.1): ``gamma_n * magnitude``, where
+    ``magnitude`` is the same sum taken over absolute values (for a convolution: ``conv2d(|x|, |w|)``),
+    ``gamma_n = n u / (1 - n u)``, and ``n`` (``steps``) counts the roundings along the longest path: the terms of
+    the sum plus the operations that produced its inputs."""
+    gamma = steps * FLOAT32_UNIT / (1 - steps * FLOAT32_UNIT)
+    return gamma * magnitude
+
+
+def float32_tolerance(model: torch.nn.Module, exact: torch.Tensor) -> float:
+    """The float32 error to allow at an output of ``model`` whose float64 value is ``exact``, whichever kernels
+    compute it. Rounding errors add like a random walk in practice (Higham, section 2.8): a sum of ``n`` products
+    is off by about ``sqrt(n) u`` of its magnitude, and the errors of successive layers add up. With ``L``
+    convolutions of at most ``n`` products each: ``L sqrt(n) u max|exact|``, times 4 (SSDLite's and SSD300's
+    measured errors, in both memory layouts, on AVX-512, AVX2 and SSE4.1 kernels and on one thread, were 0.004 to
+    0.24 of the estimate).
+    A wrong layout or mapping moves outputs by O(1)."""
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    width = max(m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1] for m in convs)
+    return 4 * len(convs) * width**0.5 * FLOAT32_UNIT * float(exact.abs().max())
+
+
 # -- comparing detections -------------------------------------------------------------------------------
+#: Scores are softmax probabilities: a score moves by at most half the largest change of its logits. Two float32
+#: paths that add in other orders (ONNX Runtime and PyTorch; a batch of 1 and a batch of 5) were measured to give
+#: scores within 1e-5 of each other (SSD300, random weights, logits up to 14, AVX2 kernels; 4e-6 on AVX-512, 2e-7
+#: for the tiny model): the tolerance keeps a factor 10 above that.
+SCORE_TOL = 1e-4
+#: Box coordinates in pixels: offsets that agree to 1e-5 move a 300 px box by about 1e-3 px (two float32 paths);
+#: a wrong decoding moves it by pixels.
+BOX_TOL = 0.5
+
+
 def unmatched_detections(
-    ours: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], box_tol: float = 0.5, score_tol: float = 1e-4
+    ours: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], box_tol: float = BOX_TOL, score_tol: float = SCORE_TOL
 ) -> list[int]:
     """Indices of ``ref``'s detections with no counterpart in ``ours`` (same label, every box coordinate within
     ``box_tol`` pixels, score within ``score_tol``), each of ours used once: compares detections, not arrays, since
@@ -168,18 +239,52 @@ def unmatched_detections(
     return missing
 
 
+def _ties(ours: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], missing: list[int], score_tol: float,
+          nms_iou: float) -> list[int]:  # fmt: skip
+    """Those of ``missing`` (indices into ``ref``) that a float32 tie explains: a score within ``score_tol`` of
+    the lowest kept one (the score threshold or the ``max_det`` cut-off), or an NMS tie: ``ours`` holds a box of
+    the same class overlapping it above the NMS threshold with a score within ``score_tol``, so which of the two
+    suppressed the other is a coin toss of the rounding."""
+    if not missing:
+        return []
+    floor = float(ref["scores"].min()) + score_tol
+    overlap = (
+        box_iou(ref["boxes"][missing].double(), ours["boxes"].double())
+        if len(ours["scores"])
+        else torch.zeros(len(missing), 0)
+    )
+    excused = []
+    for row, i in enumerate(missing):
+        twin = (
+            (overlap[row] > nms_iou)
+            & (ours["labels"] == ref["labels"][i])
+            & ((ours["scores"] - ref["scores"][i]).abs() <= score_tol)
+        )
+        if float(ref["scores"][i]) <= floor or bool(twin.any()):
+            excused.append(i)
+    return excused
+
+
 def assert_same_detections(
-    ours: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], box_tol: float = 0.5, score_tol: float = 1e-4
+    ours: dict[str, torch.Tensor],
+    ref: dict[str, torch.Tensor],
+    box_tol: float = BOX_TOL,
+    score_tol: float = SCORE_TOL,
+    nms_iou: float = 0.45,
 ) -> None:
-    """Both ways, every detection has its counterpart (see :func:`unmatched_detections`), except at the cut-off:
-    a detection whose score ties the lowest kept one (within ``score_tol``) may be kept by one side only."""
-    assert abs(len(ours["scores"]) - len(ref["scores"])) <= 1, (len(ours["scores"]), len(ref["scores"]))
+    """Both ways, every detection has its counterpart (see :func:`unmatched_detections`), except where two float32
+    paths may legitimately decide differently: a score within ``score_tol`` of a decision (see :func:`_ties`). At
+    most a tenth of the detections (at least one) may be excused so, so that a systematic error (every box shifted,
+    every score scaled) still fails."""
     for a, b in ((ours, ref), (ref, ours)):
-        if len(b["scores"]) == 0:
-            continue
-        floor = float(b["scores"].min()) + score_tol
-        missing = [i for i in unmatched_detections(a, b, box_tol, score_tol) if float(b["scores"][i]) > floor]
-        assert not missing, f"{len(missing)} of {len(b['scores'])} detections unmatched, e.g. {b['boxes'][missing[0]]}"
+        missing = unmatched_detections(a, b, box_tol, score_tol)
+        excused = _ties(a, b, missing, score_tol, nms_iou)
+        unexplained = [i for i in missing if i not in excused]
+        assert not unexplained, (
+            f"{len(unexplained)} of {len(b['scores'])} detections unmatched, e.g. {b['boxes'][unexplained[0]]} "
+            f"score {float(b['scores'][unexplained[0]]):.6f}"
+        )
+        assert len(excused) <= max(1, len(b["scores"]) // 10), f"{len(excused)} of {len(b['scores'])} are ties"
 
 
 # -- several processes (DDP with gloo on the CPU) -------------------------------------------------------

@@ -13,6 +13,9 @@ from singleshot.boxes import (
     xyxy_to_cxcywh,
 )
 
+#: compares float results of kernels: `make test` runs these again under other kernel choices
+pytestmark = pytest.mark.numeric
+
 
 def test_conversions_by_hand() -> None:
     xyxy = torch.tensor([[0.0, 0.0, 4.0, 2.0], [1.0, 2.0, 3.0, 6.0]])

@@ -7,6 +7,9 @@ import torch.nn.functional as F
 from singleshot.boxes import encode, xyxy_to_cxcywh
 from singleshot.loss import MultiBoxLoss, hard_negative_mask
 
+#: compares float results of kernels: `make test` runs these again under other kernel choices
+pytestmark = pytest.mark.numeric
+
 # Eight priors: 0.25 x 0.5 cells of a 4 x 2 grid over the unit square (xyxy), row-major.
 PRIORS_XYXY = torch.tensor(
     [[x / 4, y / 2, (x + 1) / 4, (y + 1) / 2] for y in range(2) for x in range(4)], dtype=torch.float32

@@ -5,6 +5,9 @@ from torchvision.ops import nms
 from singleshot.boxes import cxcywh_to_xyxy, decode
 from singleshot.postprocess import PostProcessor
 
+#: compares float results of kernels: `make test` runs these again under other kernel choices
+pytestmark = pytest.mark.numeric
+
 
 def _reference(logits, offsets, priors, sizes, thr, nms_thr, cand, top):
     """A plain per-image, per-class loop: the textbook SSD post-processing."""

@@ -14,6 +14,9 @@ from singleshot.priors import DefaultBoxConfig
 from singleshot.tools.prior_coverage import coverage
 from singleshot.tools.prior_search import design_yaml, layer_best_iou, optimize_design
 
+#: compares float results of kernels: `make test` runs these again under other kernel choices
+pytestmark = pytest.mark.numeric
+
 #: A small design: a 4x4 and a 2x2 map at 64 px, squares of 16 and 32 px with their sqrt(min*max) boxes.
 DESIGN = DefaultBoxConfig(
     image_size=(64, 64), feature_sizes=((4, 4), (2, 2)), min_sizes=(16.0, 32.0), max_sizes=(24.0, 48.0),

@@ -7,6 +7,9 @@ from singleshot.boxes import cxcywh_to_xyxy
 from singleshot.models import SSD300_BOXES, SSD512_BOXES, SSDLITE320_BOXES
 from singleshot.priors import DefaultBoxConfig, boxes_per_location, layer_default_boxes, linear_scales
 
+#: compares float results of kernels: `make test` runs these again under other kernel choices
+pytestmark = pytest.mark.numeric
+
 
 def test_paper_box_counts() -> None:
     assert SSD300_BOXES.num_boxes() == 8732

@@ -1,7 +1,10 @@
 """Our models against torchvision's SSD models carrying the same (seeded random) weights."""
 
+import copy
+
 import pytest
 import torch
+from conftest import float32_tolerance, randomise_weights
 from torch import nn
 from torchvision.models.detection import ssd300_vgg16, ssdlite320_mobilenet_v3_large
 from torchvision.models.detection.image_list import ImageList
@@ -10,27 +13,10 @@ from singleshot.boxes import cxcywh_to_xyxy
 from singleshot.convert.torchvision import build_from_torchvision, from_torchvision
 
 
-def _randomise(model: nn.Module, predictors: list[nn.Sequential]) -> None:
-    """Weights that give logits of order 1 (SSDLite's own init, torchvision's or ours, gives ~1e-14 outputs, all
-    ties); ``predictors``: the head's final blocks (``[1]`` is the last convolution), scaled down."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.normal_(m.bias, std=0.1)
-        elif isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 2.0)
-            nn.init.uniform_(m.weight, 0.5, 1.5)
-            nn.init.normal_(m.bias, std=0.1)
-    for block in predictors:
-        block[1].weight.data.mul_(0.25)
-
-
 def randomise_torchvision(model: nn.Module) -> None:
-    """:func:`_randomise` on a torchvision SSD (its heads' final blocks)."""
+    """:func:`conftest.randomise_weights` on a torchvision SSD (its heads' final blocks)."""
     heads = model.head
-    _randomise(model, [*heads.classification_head.module_list, *heads.regression_head.module_list])
+    randomise_weights(model, [*heads.classification_head.module_list, *heads.regression_head.module_list])
 
 
 CASES = {
@@ -44,7 +30,10 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", [pytest.param("ssd300_vgg16", marks=pytest.mark.slow), "ssdlite320_mobilenet_v3"])
+@pytest.mark.numeric
 def test_same_outputs_as_torchvision(name: str) -> None:
+    """Both models in float64 on the same input: the mapping is checked without float32 noise (``assert_close``'s
+    float64 defaults, 1e-7, against rounding of ~1e-12; a wrong mapping moves outputs by O(1))."""
     make, size, randomise = CASES[name]
     torch.manual_seed(0)
     reference = make().eval()
@@ -53,32 +42,41 @@ def test_same_outputs_as_torchvision(name: str) -> None:
     ours = build_from_torchvision(reference.state_dict(), name).eval()
     assert ours.num_classes == 20
     fast_layout = ours.memory_format == torch.channels_last
-    ours.use_channels_last(False)  # compare in the reference's memory layout (same maths, same rounding)
-
+    ours.use_channels_last(False)  # compare in the reference's memory layout
     x = torch.randn(2, 3, size, size)  # the same pre-processed input for both
+    ours64, reference64, x64 = copy.deepcopy(ours).double(), copy.deepcopy(reference).double(), x.double()
+
     with torch.no_grad():
-        features = list(reference.backbone(x).values())
-        expected = reference.head(features)
-        cls_logits, bbox_regression = ours.head_outputs(x)
-        anchors = reference.anchor_generator(ImageList(x, [(size, size)] * 2), features)
-        want = reference.postprocess_detections(expected, anchors, [(size, size)] * 2)
-        got = ours.postprocess(cls_logits, bbox_regression, ours.priors, [(size, size)] * 2)
+        features = list(reference64.backbone(x64).values())
+        expected = reference64.head(features)
+        cls_logits, bbox_regression = ours64.head_outputs(x64)
+        # post-processing runs in float32 (ours only does): both on the same float32 head outputs
+        head32 = {k: v.float() for k, v in expected.items()}
+        anchors = reference.anchor_generator(ImageList(x, [(size, size)] * 2), [f.float() for f in features])
+        want = reference.postprocess_detections(head32, anchors, [(size, size)] * 2)
+        got = ours.postprocess(head32["cls_logits"], head32["bbox_regression"], ours.priors, [(size, size)] * 2)
 
     # the prior order is the same as torchvision's: no permutation needed
-    torch.testing.assert_close(cls_logits, expected["cls_logits"], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(bbox_regression, expected["bbox_regression"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(cls_logits, expected["cls_logits"])
+    torch.testing.assert_close(bbox_regression, expected["bbox_regression"])
+    # both generate the default boxes in float32, by other formulas: a few roundings of values below 2 * size
+    # pixels (1e-4 px), far inside 1e-3 px
     torch.testing.assert_close(cxcywh_to_xyxy(ours.priors) * size, anchors[0], atol=1e-3, rtol=0)
     assert cls_logits.std() > 0.5  # not degenerate: scores are not all tied
-    if fast_layout:  # the layout our builder picks for speed gives the same outputs up to rounding
-        with torch.no_grad():
-            fast_cls, fast_reg = ours.use_channels_last(True).head_outputs(x)
-        torch.testing.assert_close(fast_cls, cls_logits, atol=1e-3, rtol=1e-3)
-        torch.testing.assert_close(fast_reg, bbox_regression, atol=1e-3, rtol=1e-3)
     for a, b in zip(got, want, strict=True):
         assert a["boxes"].shape[0] > 50
+        # the same softmax of the same logits; boxes decoded by other float32 formulas (1e-4 px, as the anchors)
         torch.testing.assert_close(a["boxes"], b["boxes"], atol=1e-3, rtol=0)
         torch.testing.assert_close(a["scores"], b["scores"], atol=1e-6, rtol=0)
         assert torch.equal(a["labels"], b["labels"])
+    # float32, in the layout we run and in the reference's, each within float32's error of the float64 outputs
+    layouts = [False, True] if fast_layout else [False]
+    for channels_last in layouts:
+        with torch.no_grad():
+            outputs = ours.use_channels_last(channels_last).head_outputs(x)
+        for out, exact in zip(outputs, (cls_logits, bbox_regression), strict=True):
+            error = float((out.double() - exact).abs().max())
+            assert error <= float32_tolerance(ours, exact), (channels_last, error)
 
 
 def test_conversion_rejects_a_foreign_state_dict() -> None:
@@ -91,6 +89,7 @@ def test_conversion_rejects_a_foreign_state_dict() -> None:
 @pytest.mark.parametrize(
     "name", ["ssd_tiny160", "ssdlite320_mobilenet_v3", pytest.param("ssd300_vgg16", marks=pytest.mark.slow)]
 )
+@pytest.mark.numeric
 def test_to_torchvision_carries_our_weights_and_boxes(name: str) -> None:
     """The benchmarks' reference: torchvision's SSD with our weights gives our head outputs, default boxes and
     detections."""
@@ -100,7 +99,7 @@ def test_to_torchvision_carries_our_weights_and_boxes(name: str) -> None:
     torch.manual_seed(0)
     ours = build(name, num_classes=3).eval()
     if name == "ssdlite320_mobilenet_v3":
-        _randomise(ours, [*ours.head.cls, *ours.head.reg])
+        randomise_weights(ours, [*ours.head.cls, *ours.head.reg])
     ours.use_channels_last(False)
     reference = to_torchvision(ours)
     size = ours.preprocessing.image_size
@@ -109,17 +108,19 @@ def test_to_torchvision_carries_our_weights_and_boxes(name: str) -> None:
         ours.postprocess.score_threshold, ours.postprocess.detections_per_image,
     )  # fmt: skip
     x = torch.randn(2, *(3, *size))
-    with torch.no_grad():
-        features = list(reference.backbone(x).values())
-        expected = reference.head(features)
-        cls_logits, bbox_regression = ours.head_outputs(x)
-        anchors = reference.anchor_generator(ImageList(x, [size] * 2), features)
-        want = reference.postprocess_detections(expected, anchors, [size] * 2)
-        got = ours.postprocess(cls_logits, bbox_regression, ours.priors, [size] * 2)
+    ours64, reference64, x64 = copy.deepcopy(ours).double(), copy.deepcopy(reference).double(), x.double()
+    with torch.no_grad():  # float64 (see test_same_outputs_as_torchvision), post-processing in float32
+        features = list(reference64.backbone(x64).values())
+        expected = reference64.head(features)
+        cls_logits, bbox_regression = ours64.head_outputs(x64)
+        head32 = {k: v.float() for k, v in expected.items()}
+        anchors = reference.anchor_generator(ImageList(x, [size] * 2), [f.float() for f in features])
+        want = reference.postprocess_detections(head32, anchors, [size] * 2)
+        got = ours.postprocess(head32["cls_logits"], head32["bbox_regression"], ours.priors, [size] * 2)
     torch.testing.assert_close(expected["cls_logits"], cls_logits)
     torch.testing.assert_close(expected["bbox_regression"], bbox_regression)
-    torch.testing.assert_close(anchors[0] / size[0], cxcywh_to_xyxy(ours.priors))
+    torch.testing.assert_close(anchors[0] / size[0], cxcywh_to_xyxy(ours.priors))  # float32, the same formulas
     for g, w in zip(got, want, strict=True):
         assert len(g["scores"]) > 0
-        torch.testing.assert_close(g["scores"], w["scores"], atol=1e-5, rtol=0)
-        torch.testing.assert_close(g["boxes"], w["boxes"], atol=1e-3, rtol=0)
+        torch.testing.assert_close(g["scores"], w["scores"], atol=1e-6, rtol=0)  # the same softmax, same logits
+        torch.testing.assert_close(g["boxes"], w["boxes"], atol=1e-3, rtol=0)  # float32 decoding, 1e-4 px

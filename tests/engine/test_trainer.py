@@ -34,6 +34,7 @@ def _same(a: dict, b: dict) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.numeric
 def test_run_folder_and_resume_match_an_uninterrupted_run(tmp_path: Path) -> None:
     full = train(_config(tmp_path / "a"), progress=False)
     run = full.run_dir
@@ -103,6 +104,7 @@ def test_nonfinite_loss_stops_with_a_message(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.numeric
 def test_training_beats_the_untrained_model(tmp_path: Path) -> None:
     config = _config(tmp_path, imgsz=128, synthetic_train=480, synthetic_val=64, epochs=5, batch=16, lr=0.1)
     data = synthetic_bundle(480, 64, (128, 128), seed=0)
@@ -124,6 +126,7 @@ def _ddp_worker(rank: int, root: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.numeric
 def test_two_process_ddp_ends_with_identical_weights(tmp_path: Path) -> None:
     run_ranks(_ddp_worker, 2, str(tmp_path))
     a = torch.load(tmp_path / "rank0.pt", weights_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from conftest import write_voc_devkit
 
 import singleshot
+from singleshot.boxes import box_iou
 from singleshot.cli import main
 from singleshot.config import ExportConfig
 from singleshot.export import int8 as int8_module
@@ -28,22 +30,36 @@ def _ops(path: Path) -> Counter[str]:
     return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
 
+@pytest.mark.numeric
 def test_int8_export_detects_and_reports_ap(trained_tiny: Path, tmp_path: Path) -> None:
+    """What holds whatever the fixture's weights (its training runs on this CPU's kernels: VOC07 AP50 0.35 to 0.44
+    on these 8 images, measured on AVX-512, AVX2, SSE4.1 and one thread): int8 keeps the AP and the confident
+    detections."""
     data = _devkit(tmp_path / "voc")
     lines: list[str] = []
     config = ExportConfig(weights=str(trained_tiny), int8=True, data=str(data), calibration=4, force=True,
                           output=str(tmp_path / "q.onnx"))  # fmt: skip
     out = export_model(config, log=lines.append)
-    assert any(line.startswith("AP50 (VOC07)") and "int8" in line and "fp32" in line for line in lines)
+    (report,) = [line for line in lines if line.startswith("AP50 (VOC07)")]
+    fp32_ap, int8_ap = (float(v) for v in re.search(r"fp32 ([\d.]+), int8 ([\d.]+)", report).groups())
+    # 24 objects (one is difficult): one object found or lost moves AP50 by up to 1/24, 4.2 points; int8 may lose at
+    # most about that (measured int8 - fp32: +0.25, -0.06, -0.55, +2.88 points on AVX-512, AVX2, one thread, SSE4.1)
+    assert fp32_ap > 20 and int8_ap >= fp32_ap - 5.0, report
     ops = _ops(out)
     assert ops["QuantizeLinear"] > 10 and ops["DequantizeLinear"] > 10  # QDQ around the network's convolutions
     assert ops["Softmax"] == 1 and ops["Exp"] == 1  # scores and box decoding stay float
     detector = singleshot.load(out)
     assert detector.precision == "int8"
     fp32 = singleshot.load(trained_tiny, device="cpu")
-    image = fp32.predict(str(data / "JPEGImages" / "img01.jpg"), conf=0.3)[0]
-    quantised = detector.predict(str(data / "JPEGImages" / "img01.jpg"), conf=0.3)[0]
-    assert len(image) > 0 and sorted(image.labels.tolist()) == sorted(quantised.labels.tolist())
+    images = [str(p) for p in sorted((data / "JPEGImages").glob("*.jpg"))]
+    # every confident fp32 detection has an int8 twin: int8 moved scores by at most 0.02 (measured), so a
+    # detection at 0.4 or more stays above 0.3; none of them sits near the threshold of either side
+    confident = 0
+    for a, b in zip(fp32.predict(images, conf=0.4), detector.predict(images, conf=0.3), strict=True):
+        twins = (box_iou(a.boxes, b.boxes) > 0.8) & (a.labels[:, None] == b.labels[None, :])
+        assert bool(twins.any(dim=1).all()), (a.path, a.scores, b.scores)
+        confident += len(a)
+    assert confident >= 3  # measured 7 to 10 of them
 
 
 def test_float_nodes_keep_the_first_conv_and_heads(trained_tiny: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from conftest import BCCD, assert_same_detections, write_synthetic_images
+from conftest import BCCD, assert_same_detections, randomise_weights, write_synthetic_images
 from torch import nn
 
 import singleshot
@@ -24,8 +24,12 @@ NAMES = ["a", "b", "c"]
 
 
 def _trained_like(model: nn.Module) -> nn.Module:
-    """Seeded random weights, with the background logit raised as training does: most default boxes are
-    background, so the detections are those of a model that has learnt something (no dense ties at 0.01)."""
+    """Seeded random weights (SSDLite's made of order 1 by :func:`conftest.randomise_weights`: its own init ties
+    every score), with the background logit raised as training does: most default boxes are background, so the
+    detections are those of a model that has learnt something (no dense ties, which float32 rounding would order
+    at random)."""
+    if model.name.startswith("ssdlite"):
+        randomise_weights(model, [*model.head.cls, *model.head.reg])
     for predictor in model.head.cls:
         conv = [m for m in predictor.modules() if isinstance(m, nn.Conv2d)][-1]
         conv.bias.data.view(-1, model.num_classes + 1)[:, 0] += 4.0
@@ -63,6 +67,7 @@ def _check_against_pytorch(model: nn.Module, tmp_path: Path, nms: bool = False) 
     return exported
 
 
+@pytest.mark.numeric
 def test_tiny_trained_export_matches_pytorch(trained_tiny: Path, tmp_path: Path) -> None:
     detector = singleshot.load(trained_tiny, device="cpu")
     model = detector.model
@@ -92,6 +97,7 @@ def _check_against_pytorch_named(model: nn.Module, names: list[str], tmp_path: P
         pytest.param("ssd300_vgg16_bn", None, marks=pytest.mark.slow),
     ],
 )
+@pytest.mark.numeric
 def test_export_matches_pytorch(name: str, size: int | None, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = _trained_like(build(name, num_classes=3, **({"image_size": size} if size else {})))
@@ -99,6 +105,7 @@ def test_export_matches_pytorch(name: str, size: int | None, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("name", ["ssd_tiny160", "ssdlite320_mobilenet_v3"])
+@pytest.mark.numeric
 def test_nms_in_the_graph_matches_host_nms(name: str, tmp_path: Path) -> None:
     torch.manual_seed(1)
     model = _trained_like(build(name, num_classes=3, image_size=160))
@@ -111,6 +118,16 @@ def test_nms_in_the_graph_matches_host_nms(name: str, tmp_path: Path) -> None:
         exported.detect(images[:1], iou=0.7)
 
 
+def _rows_as_detections(rows: list[dict], file_name: str) -> dict[str, torch.Tensor]:
+    """One image's detections from ``predictions.json`` rows (COCO xywh boxes), as the detection contract."""
+    mine = [r for r in rows if r["file_name"] == file_name]
+    boxes = torch.tensor([r["bbox"] for r in mine], dtype=torch.float32).reshape(-1, 4)
+    boxes[:, 2:] += boxes[:, :2]
+    return {"boxes": boxes, "scores": torch.tensor([r["score"] for r in mine]),
+            "labels": torch.tensor([r["category_id"] for r in mine], dtype=torch.int64)}  # fmt: skip
+
+
+@pytest.mark.numeric
 def test_cli_export_then_predict_and_val_with_the_onnx_file(trained_tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "new" / "folder" / "tiny.onnx"
     assert main(["export", "--weights", str(trained_tiny), "--output", str(out)]) == 0
@@ -121,12 +138,10 @@ def test_cli_export_then_predict_and_val_with_the_onnx_file(trained_tiny: Path, 
         argv = ["predict", "--weights", str(weights), "--source", str(tmp_path / "src"), "--conf", "0.1"]
         assert main([*argv, "--project", str(tmp_path / "runs"), "--name", tag]) == 0
         runs[tag] = json.loads((tmp_path / "runs" / tag / "predictions.json").read_text())
-    assert len(runs["pt"]) == len(runs["onnx"]) > 0
-    by_score = {tag: sorted(rows, key=lambda r: -r["score"]) for tag, rows in runs.items()}
-    for a, b in zip(by_score["pt"], by_score["onnx"], strict=True):
-        assert a["file_name"] == b["file_name"] and a["category_id"] == b["category_id"]
-        assert abs(a["score"] - b["score"]) < 1e-4
-        assert max(abs(x - y) for x, y in zip(a["bbox"], b["bbox"], strict=True)) < 0.5
+    files = sorted({r["file_name"] for r in runs["pt"]})
+    assert len(files) == 3 and files == sorted({r["file_name"] for r in runs["onnx"]})
+    for name in files:  # two float32 runtimes: the same detections, up to ties at a decision (see conftest)
+        assert_same_detections(_rows_as_detections(runs["onnx"], name), _rows_as_detections(runs["pt"], name))
 
     from singleshot.config import ValConfig
     from singleshot.engine.validation import validate
@@ -139,6 +154,9 @@ def test_cli_export_then_predict_and_val_with_the_onnx_file(trained_tiny: Path, 
         result = validate(config, progress=False, log=lambda _: None)
         assert result is not None
         maps[tag] = result.report.map50_07
+    # scores within 1e-5 of each other move VOC07 AP only where two detections that close swap ranks: a swap at
+    # rank k moves one precision by 1/k and AP, a mean of 11, by 1/(11 k): under 1e-3 past the top 90 detections,
+    # where the low scores crowd; a wrong file moves it by far more
     assert maps["pt"] > 0.1 and abs(maps["pt"] - maps["onnx"]) < 1e-3
 
 

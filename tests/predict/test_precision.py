@@ -16,6 +16,7 @@ from singleshot.predict import Detector
 from singleshot.predict import precision as precision_module
 
 
+@pytest.mark.numeric
 def test_bf16_finds_what_fp32_finds(trained_tiny: Path, tmp_path: Path) -> None:
     paths = [str(p) for p, _ in write_synthetic_images(tmp_path, 4, (160, 160), seed=21, suffix=".jpg")]
     fp32 = singleshot.load(trained_tiny, device="cpu")

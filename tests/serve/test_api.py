@@ -21,7 +21,7 @@ from singleshot.config import ServeConfig
 from singleshot.data.synthetic import SyntheticShapes
 from singleshot.serve import create_app
 
-CONF = 0.05  # low enough that the 15-second model has several detections per image
+CONF = 0.05  # low enough that the trained tiny model has several detections per image
 
 
 def _client(weights: Path, **limits: object) -> TestClient:
@@ -62,6 +62,7 @@ def _same_as_predict(body: dict, result: singleshot.Result) -> None:
     assert (body["image"]["height"], body["image"]["width"]) == result.orig_size
 
 
+@pytest.mark.numeric
 def test_the_three_upload_forms_give_predicts_detections(client: TestClient, image: Path, trained_tiny: Path) -> None:
     detector = singleshot.load(trained_tiny, device="cpu")
     (expected,) = detector.predict(image, conf=CONF)
@@ -84,6 +85,7 @@ def test_the_three_upload_forms_give_predicts_detections(client: TestClient, ima
     assert as_json["image"]["name"] == "x.png"
 
 
+@pytest.mark.numeric
 def test_query_settings_filter_like_predict(client: TestClient, image: Path, trained_tiny: Path) -> None:
     detector = singleshot.load(trained_tiny, device="cpu")
     full = _post(client, image)["detections"]
@@ -203,6 +205,7 @@ def test_unknown_class_lists_the_models_classes(client: TestClient, image: Path)
     _answers(client, image)
 
 
+@pytest.mark.numeric
 def test_unusual_images_are_read_as_training_reads_them(client: TestClient, tmp_path: Path, trained_tiny: Path):
     detector = singleshot.load(trained_tiny, device="cpu")
     rgb = np.asarray(SyntheticShapes(1, (120, 160), seed=5)[0][0].permute(1, 2, 0))

@@ -67,7 +67,7 @@ def test_the_page_draws_and_lists_what_predict_returns(browser: object, served_t
     ).json()
     every = expected["detections"]
     shown = [d for d in every if d["score"] >= SLIDER_START]
-    assert shown, "the 15-second model should find shapes in this image"
+    assert shown, "the trained tiny model should find shapes in this image"
     rows = _rows(driver)
     assert [r["label"] for r in rows] == [d["label"] for d in shown]
     assert [r["name"] for r in rows] == [d["name"] for d in shown]

@@ -64,9 +64,10 @@ class DetectionsGraph(nn.Module):
     ``(x1, y1, x2, y2, score, label)``, boxes normalised to [0, 1], sorted by decreasing score, padded with
     zero rows (score 0, label 0). Labels are 1..C.
 
-    NMS keeps at most ``candidates_per_class`` boxes per image and class *after* suppression (ONNX's
-    ``max_output_boxes_per_class``), where the host post-processor keeps that many *before* it; with a trained
-    model and the default caps both give the same detections.
+    As the host post-processor (:func:`~singleshot.postprocess.select_candidates`): the ``candidates_per_class``
+    highest scores of each image and class above the threshold, boxes clipped to the image, go into NMS (ONNX's
+    ``NonMaxSuppression`` would otherwise cap the boxes per class *after* suppression, and take boxes reaching
+    outside the image at their full size).
     """
 
     def __init__(self, model: SSD) -> None:
@@ -75,14 +76,19 @@ class DetectionsGraph(nn.Module):
         post = model.postprocess
         # topk needs k <= C * P (a tiny model with few classes may have fewer candidates than the cap).
         self.max_det = min(post.detections_per_image, model.num_classes * int(model.priors.shape[0]))
+        self.candidates = min(post.candidates_per_class, int(model.priors.shape[0]))
         self.register_buffer("max_per_class", torch.tensor([post.candidates_per_class], dtype=torch.int64))
         self.register_buffer("iou", torch.tensor([post.nms_threshold], dtype=torch.float32))
         self.register_buffer("score_threshold", torch.tensor([post.score_threshold], dtype=torch.float32))
 
     def forward(self, images: Tensor) -> Tensor:
         scores, boxes = self.decoded(images)
+        boxes = boxes.clamp(0.0, 1.0)
         fg = scores[:, :, 1:].transpose(1, 2)  # (B, C, P)
-        selected = _OnnxNms.apply(boxes, fg, self.max_per_class, self.iou, self.score_threshold)
+        # the candidates: each (image, class)'s highest scores (the others zeroed, below any threshold)
+        lowest_kept = fg.topk(self.candidates, dim=2).values[..., -1:]
+        candidates = torch.where(fg >= lowest_kept, fg, torch.zeros_like(fg))
+        selected = _OnnxNms.apply(boxes, candidates, self.max_per_class, self.iou, self.score_threshold)
         img, cls, prior = selected[:, 0], selected[:, 1], selected[:, 2]
         # Scatter the survivors' scores into a dense (B, C * P) map: its top max_det per image are the detections.
         dense = torch.zeros_like(fg)
@@ -93,5 +99,5 @@ class DetectionsGraph(nn.Module):
         top_prior = top % num_priors
         labels = torch.where(top_scores > 0, top // num_priors + 1, torch.zeros_like(top))
         top_boxes = torch.gather(boxes, 1, top_prior.unsqueeze(-1).expand(-1, -1, 4))
-        top_boxes = top_boxes.clamp(0.0, 1.0) * (top_scores > 0).unsqueeze(-1)
+        top_boxes = top_boxes * (top_scores > 0).unsqueeze(-1)
         return torch.cat((top_boxes, top_scores.unsqueeze(-1), labels.unsqueeze(-1).to(top_scores.dtype)), dim=2)
