@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from kernel_variants import KERNEL_FLAGS, cpu_flags
 from PIL import Image
 
 from singleshot.boxes import box_iou
+from singleshot.cpu import cpu_features
 from singleshot.data.synthetic import SyntheticShapes
 
 #: The shared BCCD dataset, by the relative path the project uses (../shared from the repo root).
@@ -29,12 +29,10 @@ BCCD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "BCCD"
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Which kernels this run's float results came from (``make test`` reruns the numeric tests under others)."""
-    model, flags = cpu_flags()
     caps = " ".join(f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS")
                     if k in os.environ)  # fmt: skip
     kernels = f"ATen {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
-    chosen = " ".join(f for f in KERNEL_FLAGS if f in flags)
-    terminalreporter.write_line(f"kernels: {model} ({chosen}); {kernels}" + (f"; {caps}" if caps else ""))
+    terminalreporter.write_line(f"kernels: {cpu_features().describe()}; {kernels}" + (f"; {caps}" if caps else ""))
 
 
 @pytest.fixture(autouse=True)

@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from singleshot.cpu import CpuFeatures, cpu_features
+
 ROOT = Path(__file__).resolve().parents[1]
-#: The CPU flags that decide which kernels run, as /proc/cpuinfo names them.
-KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
 @dataclass(frozen=True)
@@ -64,22 +64,11 @@ print("threads", torch.get_num_threads())
 """
 
 
-def cpu_flags() -> tuple[str, set[str]]:
-    """The CPU's model name and its flags, from ``/proc/cpuinfo`` (empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU", set()
-    lines = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    lines = {k.strip(): v.strip() for k, v in lines.items()}
-    return lines.get("model name", "unknown CPU"), set(lines.get("flags", "").split())
-
-
-def default_variants(flags: set[str]) -> list[Variant]:
+def default_variants(cpu: CpuFeatures) -> list[Variant]:
     """``avx2`` where the CPU has AVX-512 (our AVX2-only machines' kernels), and ``1-thread``. On an AVX2 CPU the
     faster kernels cannot be emulated and SSE4.1 runs on no machine of ours (and doubles the time): ``1-thread``
     only, ``--variants sse41`` on request."""
-    return [AVX2, ONE_THREAD] if "avx512f" in flags else [ONE_THREAD]
+    return [AVX2, ONE_THREAD] if cpu.avx512 else [ONE_THREAD]
 
 
 def probe(variant: Variant, env: dict[str, str]) -> str:
@@ -105,9 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", help=f"comma-separated, of {', '.join(VARIANTS)} (default: chosen from the CPU)")
     parser.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     args = parser.parse_args(argv)
-    model, flags = cpu_flags()
-    print(f"CPU: {model}; kernel flags: {' '.join(f for f in KERNEL_FLAGS if f in flags) or 'none read'}")
-    variants = [VARIANTS[n] for n in args.variants.split(",")] if args.variants else default_variants(flags)
+    cpu = cpu_features()
+    print(f"CPU: {cpu.describe()}")
+    names = args.variants.split(",") if args.variants else [v.name for v in default_variants(cpu)]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    variants = [VARIANTS[n] for n in names]
     results = []
     for variant in variants:
         env = os.environ | variant.env
