@@ -1,6 +1,7 @@
 """Our models against torchvision's SSD models carrying the same (seeded random) weights."""
 
 import copy
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from torchvision.models.detection.image_list import ImageList
 
 from singleshot.boxes import cxcywh_to_xyxy
 from singleshot.convert.torchvision import build_from_torchvision, from_torchvision
+from singleshot.ssd import SSD
 
 
 def randomise_torchvision(model: nn.Module) -> None:
@@ -29,11 +31,39 @@ CASES = {
 }
 
 
+@dataclass
+class _BothRuns:
+    """Both models' head outputs in float64 on the same input, and each one's float32 post-processing of the same
+    (torchvision's) float32 head outputs: the mapping is checked without float32 noise (``assert_close``'s float64
+    defaults, 1e-7, against rounding of ~1e-12; a wrong mapping moves outputs by O(1)), and our post-processor,
+    which runs only in float32, on identical inputs."""
+
+    expected: dict[str, torch.Tensor]  # torchvision's head outputs, float64
+    cls_logits: torch.Tensor  # ours, float64
+    bbox_regression: torch.Tensor
+    anchors: list[torch.Tensor]  # torchvision's default boxes (float32, pixels)
+    want: list[dict[str, torch.Tensor]]  # torchvision's detections
+    got: list[dict[str, torch.Tensor]]  # ours
+
+
+def _run_both(ours: SSD, reference: nn.Module, x: torch.Tensor) -> _BothRuns:
+    sizes = [tuple(x.shape[-2:])] * len(x)
+    ours64, reference64, x64 = copy.deepcopy(ours).double(), copy.deepcopy(reference).double(), x.double()
+    with torch.no_grad():
+        features = list(reference64.backbone(x64).values())
+        expected = reference64.head(features)
+        cls_logits, bbox_regression = ours64.head_outputs(x64)
+        head32 = {k: v.float() for k, v in expected.items()}
+        anchors = reference.anchor_generator(ImageList(x, sizes), [f.float() for f in features])
+        want = reference.postprocess_detections(head32, anchors, sizes)
+        got = ours.postprocess(head32["cls_logits"], head32["bbox_regression"], ours.priors, sizes)
+    return _BothRuns(expected, cls_logits, bbox_regression, anchors, want, got)
+
+
 @pytest.mark.parametrize("name", [pytest.param("ssd300_vgg16", marks=pytest.mark.slow), "ssdlite320_mobilenet_v3"])
 @pytest.mark.numeric
 def test_same_outputs_as_torchvision(name: str) -> None:
-    """Both models in float64 on the same input: the mapping is checked without float32 noise (``assert_close``'s
-    float64 defaults, 1e-7, against rounding of ~1e-12; a wrong mapping moves outputs by O(1))."""
+    """Both models in float64 on the same input (see :class:`_BothRuns`), then ours in float32 in each layout."""
     make, size, randomise = CASES[name]
     torch.manual_seed(0)
     reference = make().eval()
@@ -44,26 +74,17 @@ def test_same_outputs_as_torchvision(name: str) -> None:
     fast_layout = ours.memory_format == torch.channels_last
     ours.use_channels_last(False)  # compare in the reference's memory layout
     x = torch.randn(2, 3, size, size)  # the same pre-processed input for both
-    ours64, reference64, x64 = copy.deepcopy(ours).double(), copy.deepcopy(reference).double(), x.double()
-
-    with torch.no_grad():
-        features = list(reference64.backbone(x64).values())
-        expected = reference64.head(features)
-        cls_logits, bbox_regression = ours64.head_outputs(x64)
-        # post-processing runs in float32 (ours only does): both on the same float32 head outputs
-        head32 = {k: v.float() for k, v in expected.items()}
-        anchors = reference.anchor_generator(ImageList(x, [(size, size)] * 2), [f.float() for f in features])
-        want = reference.postprocess_detections(head32, anchors, [(size, size)] * 2)
-        got = ours.postprocess(head32["cls_logits"], head32["bbox_regression"], ours.priors, [(size, size)] * 2)
+    both = _run_both(ours, reference, x)
+    expected, cls_logits, bbox_regression = both.expected, both.cls_logits, both.bbox_regression
 
     # the prior order is the same as torchvision's: no permutation needed
     torch.testing.assert_close(cls_logits, expected["cls_logits"])
     torch.testing.assert_close(bbox_regression, expected["bbox_regression"])
     # both generate the default boxes in float32, by other formulas: a few roundings of values below 2 * size
     # pixels (1e-4 px), far inside 1e-3 px
-    torch.testing.assert_close(cxcywh_to_xyxy(ours.priors) * size, anchors[0], atol=1e-3, rtol=0)
+    torch.testing.assert_close(cxcywh_to_xyxy(ours.priors) * size, both.anchors[0], atol=1e-3, rtol=0)
     assert cls_logits.std() > 0.5  # not degenerate: scores are not all tied
-    for a, b in zip(got, want, strict=True):
+    for a, b in zip(both.got, both.want, strict=True):
         assert a["boxes"].shape[0] > 50
         # the same softmax of the same logits; boxes decoded by other float32 formulas (1e-4 px, as the anchors)
         torch.testing.assert_close(a["boxes"], b["boxes"], atol=1e-3, rtol=0)
@@ -108,19 +129,11 @@ def test_to_torchvision_carries_our_weights_and_boxes(name: str) -> None:
         ours.postprocess.score_threshold, ours.postprocess.detections_per_image,
     )  # fmt: skip
     x = torch.randn(2, *(3, *size))
-    ours64, reference64, x64 = copy.deepcopy(ours).double(), copy.deepcopy(reference).double(), x.double()
-    with torch.no_grad():  # float64 (see test_same_outputs_as_torchvision), post-processing in float32
-        features = list(reference64.backbone(x64).values())
-        expected = reference64.head(features)
-        cls_logits, bbox_regression = ours64.head_outputs(x64)
-        head32 = {k: v.float() for k, v in expected.items()}
-        anchors = reference.anchor_generator(ImageList(x, [size] * 2), [f.float() for f in features])
-        want = reference.postprocess_detections(head32, anchors, [size] * 2)
-        got = ours.postprocess(head32["cls_logits"], head32["bbox_regression"], ours.priors, [size] * 2)
-    torch.testing.assert_close(expected["cls_logits"], cls_logits)
-    torch.testing.assert_close(expected["bbox_regression"], bbox_regression)
-    torch.testing.assert_close(anchors[0] / size[0], cxcywh_to_xyxy(ours.priors))  # float32, the same formulas
-    for g, w in zip(got, want, strict=True):
+    both = _run_both(ours, reference, x)  # float64, post-processing in float32 (see _BothRuns)
+    torch.testing.assert_close(both.expected["cls_logits"], both.cls_logits)
+    torch.testing.assert_close(both.expected["bbox_regression"], both.bbox_regression)
+    torch.testing.assert_close(both.anchors[0] / size[0], cxcywh_to_xyxy(ours.priors))  # float32, the same formulas
+    for g, w in zip(both.got, both.want, strict=True):
         assert len(g["scores"]) > 0
         torch.testing.assert_close(g["scores"], w["scores"], atol=1e-6, rtol=0)  # the same softmax, same logits
         torch.testing.assert_close(g["boxes"], w["boxes"], atol=1e-3, rtol=0)  # float32 decoding, 1e-4 px
