@@ -24,11 +24,12 @@ from torchvision import tv_tensors
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 from torchvision.transforms import v2
 
-from singleshot.config import TrainConfig, budget_seconds
 from singleshot.cpu import cpu_features
 from singleshot.data import open_split
-from singleshot.engine.loop import evaluate_model
+from singleshot.engine.budget import budget_seconds
+from singleshot.engine.recipe import TrainConfig
 from singleshot.engine.trainer import train
+from singleshot.evaluation import evaluate_model
 from singleshot.metrics import evaluate_detections
 from singleshot.predict import load
 

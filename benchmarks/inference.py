@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from singleshot import build
-from singleshot.benchmark import benchmark
-from singleshot.config import BACKENDS, BenchmarkConfig
+from singleshot.speed import BACKENDS, BenchmarkConfig
+from singleshot.speed import run as benchmark
 from singleshot.weights import save_weights
 
 BCCD_IMAGES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "BCCD" / "JPEGImages"

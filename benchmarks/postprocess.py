@@ -23,7 +23,7 @@ from torchvision.models.detection import ssd300_vgg16 as tv_ssd300_vgg16
 
 from singleshot.boxes import cxcywh_to_xyxy
 from singleshot.models import SSD300_BOXES
-from singleshot.postprocess import PostProcessor
+from singleshot.postprocess import PostProcessor, PostSettings
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -65,7 +65,7 @@ def main() -> None:
     size = SSD300_BOXES.image_size
     anchors_xyxy = cxcywh_to_xyxy(priors) * size[0]
     reference = tv_ssd300_vgg16(weights=None, weights_backbone=None, num_classes=21).eval()
-    ours = PostProcessor(0.01, 0.45, 400, 200)
+    ours = PostProcessor(PostSettings(conf=0.01, iou=0.45, max_det=200, candidates=400))
     g = torch.Generator().manual_seed(0)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -76,7 +76,7 @@ def main() -> None:
             sizes = [size] * batch
 
             def run_ours(logits=logits, offsets=offsets, sizes=sizes):
-                return ours(logits, offsets, priors, sizes)
+                return ours(logits, offsets, sizes, priors_cxcywh=priors)
 
             def run_reference(logits=logits, offsets=offsets, sizes=sizes, batch=batch):
                 head = {"cls_logits": logits, "bbox_regression": offsets}

@@ -27,12 +27,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from singleshot.config import PredictConfig
 from singleshot.data.synthetic import SyntheticShapes
 from singleshot.models import build
-from singleshot.postprocess import PostProcessor
-from singleshot.predict.detector import CONF, IOU, MAX_DET
-from singleshot.predict.run import predict_to_folder
+from singleshot.postprocess import PREDICT, PostProcessor
+from singleshot.predict.command import PredictConfig
+from singleshot.predict.command import run as predict_to_folder
 from singleshot.predict.video import VideoWriter
 from singleshot.weights import save_weights
 
@@ -96,7 +95,9 @@ def predict(weights: Path, source: Path, batch: int) -> None:
 def measure(name: str, tmp: Path, folder: Path, video: Path, frames: list[torch.Tensor], batch: int) -> str:
     model = peaked(name)
     # the same post-processing settings for both: predict's defaults (score > 0.25, NMS 0.45, 200 per image)
-    model.postprocess = PostProcessor(CONF, IOU, model.postprocess.candidates_per_class, MAX_DET)
+    model.postprocess = PostProcessor(
+        model.postprocess.settings.replace(conf=PREDICT.conf, iou=PREDICT.iou, max_det=PREDICT.max_det)
+    )
     weights = tmp / f"{name}.safetensors"
     save_weights(model, weights, list(SyntheticShapes.classes))
     size = model.preprocessing.image_size

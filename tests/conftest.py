@@ -58,8 +58,8 @@ def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     the tied scores of an untrained model. Its training runs on this CPU's kernels, so its weights differ between
     CPUs (held-out mAP50 0.47 on AVX-512, 0.42 on AVX2, 0.38 on one thread): tests assert what holds for any of
     them, never the fate of one borderline score."""
-    from singleshot.config import TrainConfig
     from singleshot.engine import train
+    from singleshot.engine.recipe import TrainConfig
 
     root = tmp_path_factory.mktemp("trained")
     config = TrainConfig(

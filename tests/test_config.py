@@ -4,12 +4,15 @@ import dataclasses
 import pytest
 
 from singleshot.cli import make_parser
-from singleshot.config import BenchmarkConfig, ExportConfig, TrainConfig, ValConfig, add_config_flags, resolve
+from singleshot.config import add_config_flags, resolve
+from singleshot.engine.recipe import TrainConfig
+from singleshot.evaluation.command import ValConfig
+from singleshot.export.command import ExportConfig
+from singleshot.speed import BenchmarkConfig
 
 
 def _parse(*argv: str) -> TrainConfig:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--config")
     add_config_flags(parser, TrainConfig)
     return resolve(TrainConfig, parser.parse_args(list(argv)))
 

@@ -3,7 +3,7 @@ import torch
 from torchvision.ops import nms
 
 from singleshot.boxes import cxcywh_to_xyxy, decode
-from singleshot.postprocess import PostProcessor
+from singleshot.postprocess import PostProcessor, PostSettings
 
 #: compares float results of kernels: `make test` runs these again under other kernel choices
 pytestmark = pytest.mark.numeric
@@ -40,7 +40,7 @@ def test_matches_a_per_class_loop(candidates: int) -> None:
     logits = torch.randn(3, 500, 6, generator=g) * 2
     offsets = torch.randn(3, 500, 4, generator=g)
     sizes = [(300, 300), (480, 640), (100, 50)]
-    ours = PostProcessor(0.05, 0.45, candidates, 50)(logits, offsets, priors, sizes)
+    ours = PostProcessor(PostSettings(0.05, 0.45, 50, candidates))(logits, offsets, sizes, priors_cxcywh=priors)
     ref = _reference(logits, offsets, priors, sizes, 0.05, 0.45, candidates, 50)
     for a, b in zip(ours, ref, strict=True):
         assert a["boxes"].shape == (50, 4)
@@ -59,7 +59,8 @@ def test_hand_case_nms_threshold_and_scaling() -> None:
         )
         + 1e-12
     )
-    out = PostProcessor(score_threshold=0.3, nms_threshold=0.45)(logits, torch.zeros(1, 3, 4), priors, [(200, 400)])[0]
+    post = PostProcessor(PostSettings(conf=0.3, iou=0.45))
+    out = post(logits, torch.zeros(1, 3, 4), [(200, 400)], priors_cxcywh=priors)[0]
     # prior 1 overlaps prior 0 (same class 1, lower score): suppressed. Prior 2 scores 0.5 for classes 1 and 2.
     assert out["labels"].tolist() == [1, 1, 2]
     torch.testing.assert_close(out["scores"], torch.tensor([0.9, 0.5, 0.5]))
@@ -71,17 +72,17 @@ def test_hand_case_nms_threshold_and_scaling() -> None:
 def test_boxes_are_clipped_and_nothing_passes_a_high_threshold() -> None:
     priors = torch.tensor([[0.95, 0.95, 0.5, 0.5]])
     logits = torch.tensor([[[0.0, 5.0]]])
-    out = PostProcessor()(logits, torch.zeros(1, 1, 4), priors, [(100, 100)])[0]
+    out = PostProcessor()(logits, torch.zeros(1, 1, 4), [(100, 100)], priors_cxcywh=priors)[0]
     torch.testing.assert_close(out["boxes"], torch.tensor([[70.0, 70.0, 100.0, 100.0]]))
-    empty = PostProcessor(score_threshold=0.999)(logits, torch.zeros(1, 1, 4), priors, [(100, 100)])[0]
+    empty = PostProcessor()(logits, torch.zeros(1, 1, 4), [(100, 100)], PostSettings(conf=0.999), priors)[0]
     assert empty["boxes"].shape == (0, 4) and empty["scores"].shape == (0,) and empty["labels"].dtype == torch.int64
 
 
 def test_scores_sorted_and_capped_per_image() -> None:
     g = torch.Generator().manual_seed(3)
     priors = torch.cat([torch.rand(2000, 2, generator=g), torch.full((2000, 2), 0.01)], 1)
-    out = PostProcessor(0.0, 0.45, 400, 200)(
-        torch.randn(2, 2000, 21, generator=g), torch.zeros(2, 2000, 4), priors, [(300, 300)] * 2
+    out = PostProcessor(PostSettings(conf=0.0))(
+        torch.randn(2, 2000, 21, generator=g), torch.zeros(2, 2000, 4), [(300, 300)] * 2, priors_cxcywh=priors
     )
     for det in out:
         assert det["scores"].numel() == 200

@@ -105,7 +105,7 @@ def test_training_takes_the_fitted_design_and_the_weights_carry_it(tmp_path) -> 
     import yaml
 
     import singleshot
-    from singleshot.config import TrainConfig
+    from singleshot.engine.recipe import TrainConfig
     from singleshot.engine.trainer import train
 
     fitted = {"min_sizes": [12.0, 24.0, 50.0, 90.0, 130.0], "aspect_ratios": [[3.0], [2.0, 3.0], [2.0], [2.0], [2.0]]}

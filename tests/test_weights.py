@@ -10,10 +10,11 @@ from conftest import write_voc_devkit
 
 import singleshot
 from singleshot import build
-from singleshot.config import TrainConfig
-from singleshot.engine.loop import evaluate_model
+from singleshot.engine.recipe import TrainConfig
 from singleshot.engine.trainer import train
-from singleshot.weights import load_initial_weights, read_weights
+from singleshot.evaluation import evaluate_model
+from singleshot.predict.loading import load_initial_weights
+from singleshot.weights import read_weights
 
 SOURCE = ["circle", "square", "triangle"]  # trained_tiny's classes (synthetic shapes)
 TARGET = ["square", "diamond"]  # B is kept, D is new

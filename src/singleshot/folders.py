@@ -1,7 +1,10 @@
-"""Run folders: ``runs/<task>/<name>``, never overwriting an earlier run unless asked to."""
+"""Run folders (``runs/<task>/<name>``, never overwriting an earlier run unless asked to) and atomic file writes."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -14,3 +17,20 @@ def new_run_dir(project: str | Path, name: str, exist_ok: bool) -> Path:
     while (Path(project) / f"{name}{k}").exists():
         k += 1
     return Path(project) / f"{name}{k}"
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` then move the finished file onto ``path`` in one rename (same folder, flushed
+    to disk first)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -180,4 +180,4 @@ class SSD(nn.Module):
             ]
             return self.loss(cls_logits, bbox_regression, normalised, self.priors)
         cls_logits, bbox_regression = self.head_outputs(self.normalize(images))
-        return self.postprocess(cls_logits, bbox_regression, self.priors, sizes)
+        return self.postprocess(cls_logits, bbox_regression, sizes, priors_cxcywh=self.priors)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from singleshot.config import Config, setting
+from singleshot.models import build, list_models
 from singleshot.models.common import dry_run
 from singleshot.ssd import SSD
 
@@ -110,3 +113,19 @@ def format_summary(s: ModelSummary) -> str:
         )
     lines.append(f"  {'total':>5}  {'':>11}  {'':>8}  {'':>10}  {s.num_boxes:>6}")
     return "\n".join(lines)
+
+
+@dataclass
+class ModelsConfig(Config):
+    """What ``singleshot models`` shows."""
+
+    model: list[str] = setting([], "models to show; none shows all", positional=True)
+    num_classes: int = setting(20, "object classes, background excluded (20: VOC)")
+
+
+def run(config: ModelsConfig, *, log: Callable[[str], None] = print) -> list[ModelSummary]:
+    """``singleshot models``: the summary of each model of ``config`` (all by default), logged one after another."""
+    config.validate()
+    summaries = [summarize(build(name, num_classes=config.num_classes)) for name in config.model or list_models()]
+    log("\n\n".join(format_summary(s) for s in summaries))
+    return summaries

@@ -18,9 +18,10 @@ from torch import Tensor
 import singleshot
 from singleshot.cli import main
 from singleshot.convert.files import VOC_CLASSES, convert_file, detect_format
+from singleshot.convert.reading import read_torch_file
 from singleshot.convert.ssd_vgg import vgg16_base
 from singleshot.ssd import SSD
-from singleshot.weights import read_torch_file, read_weights
+from singleshot.weights import read_weights
 
 # -- SSD300 as ssd.pytorch and Caffe define it -------------------------------------------------------------
 #: (name, in, out, kernel) of the VGG16 body, fc6/fc7 and the extras, in forward order (Caffe names).
@@ -353,7 +354,8 @@ def test_folded_first_conv_sees_what_imagenet_vgg16_saw(tmp_path: Path) -> None:
     """``--base``: conv1_1 on our normalisation equals torchvision's conv1_1 on ImageNet's, inside the image."""
     from torchvision.models import vgg16
 
-    from singleshot.convert.ssd_vgg import IMAGENET_NORMALISATION, imagenet_base
+    from singleshot.convert.bases import imagenet_base
+    from singleshot.convert.ssd_vgg import IMAGENET_NORMALISATION
 
     torch.manual_seed(0)
     reference = vgg16(weights=None).eval()
@@ -388,7 +390,7 @@ def test_folded_first_conv_sees_what_imagenet_vgg16_saw(tmp_path: Path) -> None:
 @pytest.mark.numeric
 def test_reduced_fc_caffemodel_base(tmp_path: Path) -> None:
     """``--base VGG_ILSVRC_16_layers_fc_reduced.caffemodel``: the original work's base, BGR input."""
-    from singleshot.convert.ssd_vgg import imagenet_base
+    from singleshot.convert.bases import imagenet_base
 
     source = _source_tensors(seed=2)
     net = _field(1, b"VGG_ILSVRC_16_layers_fc_reduced")
@@ -433,7 +435,7 @@ def test_vgg16_bn_and_mobilenet_bases(tmp_path: Path) -> None:
     where our backbones, cut from the same torchvision layer lists, hold them."""
     from torchvision.models import mobilenet_v3_large, vgg16_bn
 
-    from singleshot.convert.files import imagenet_backbone
+    from singleshot.convert.bases import imagenet_backbone
 
     torch.manual_seed(0)
     state = vgg16_bn(weights=None).state_dict()

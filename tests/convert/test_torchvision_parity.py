@@ -56,7 +56,7 @@ def _run_both(ours: SSD, reference: nn.Module, x: torch.Tensor) -> _BothRuns:
         head32 = {k: v.float() for k, v in expected.items()}
         anchors = reference.anchor_generator(ImageList(x, sizes), [f.float() for f in features])
         want = reference.postprocess_detections(head32, anchors, sizes)
-        got = ours.postprocess(head32["cls_logits"], head32["bbox_regression"], ours.priors, sizes)
+        got = ours.postprocess(head32["cls_logits"], head32["bbox_regression"], sizes, priors_cxcywh=ours.priors)
     return _BothRuns(expected, cls_logits, bbox_regression, anchors, want, got)
 
 
@@ -126,7 +126,7 @@ def test_to_torchvision_carries_our_weights_and_boxes(name: str) -> None:
     size = ours.preprocessing.image_size
     assert reference.transform.image_mean == list(ours.preprocessing.mean)
     assert (reference.score_thresh, reference.detections_per_img) == (
-        ours.postprocess.score_threshold, ours.postprocess.detections_per_image,
+        ours.postprocess.settings.conf, ours.postprocess.settings.max_det,
     )  # fmt: skip
     x = torch.randn(2, *(3, *size))
     both = _run_both(ours, reference, x)  # float64, post-processing in float32 (see _BothRuns)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from singleshot.config import TrainConfig, budget_seconds
-from singleshot.engine.budget import TimeBudget
+from singleshot.engine.budget import TimeBudget, budget_seconds
+from singleshot.engine.recipe import TrainConfig
 from singleshot.engine.trainer import train
 
 

@@ -8,14 +8,14 @@ import torch
 import yaml
 from conftest import run_ranks
 
-from singleshot.config import TrainConfig
 from singleshot.data import synthetic_bundle
 from singleshot.engine.checkpoint import load_checkpoint, save_checkpoint
 from singleshot.engine.ema import ModelEMA
-from singleshot.engine.loop import evaluate_model
+from singleshot.engine.recipe import TrainConfig
 from singleshot.engine.trainer import train
+from singleshot.evaluation import evaluate_model
 from singleshot.models import build
-from singleshot.weights import load_model
+from singleshot.predict.loading import load_model
 
 
 def _config(tmp_path: Path, **overrides) -> TrainConfig:

@@ -13,10 +13,10 @@ from conftest import write_voc_devkit
 import singleshot
 from singleshot.boxes import box_iou
 from singleshot.cli import main
-from singleshot.config import ExportConfig
+from singleshot.export import command as export_run
 from singleshot.export import int8 as int8_module
-from singleshot.export import run as export_run
-from singleshot.export.run import export_model
+from singleshot.export.command import ExportConfig
+from singleshot.export.command import run as export_model
 
 
 def _devkit(root: Path) -> Path:

@@ -54,7 +54,7 @@ def _check_against_pytorch(model: nn.Module, tmp_path: Path, nms: bool = False) 
     exported = singleshot.load(path)
     assert exported.model is None and exported.precision == "fp32" and exported.names == NAMES
     assert exported.image_size == model.preprocessing.image_size
-    assert exported.postprocess.settings() == model.postprocess.settings()
+    assert exported.postprocess.to_metadata() == model.postprocess.to_metadata()
     reference = Detector(model, NAMES)
     images = _images(tmp_path)
     got, _ = exported.detect(images)  # one batch of mixed sizes
@@ -111,11 +111,12 @@ def test_nms_in_the_graph_matches_host_nms(name: str, tmp_path: Path) -> None:
     model = _trained_like(build(name, num_classes=3, image_size=160))
     exported = _check_against_pytorch(model, tmp_path, nms=True)
     images = _images(tmp_path)
-    few, _ = exported.detect(images, conf=0.3, max_det=5, classes=torch.tensor([2]))
+    own = exported.postprocess.settings
+    few, _ = exported.detect(images, settings=own.replace(conf=0.3, max_det=5, classes=(2,)))
     for d in few:
         assert len(d["scores"]) <= 5 and bool((d["scores"] > 0.3).all()) and set(d["labels"].tolist()) <= {2}
     with pytest.warns(UserWarning, match=r"does NMS in its graph at IoU 0\.\d+; iou=0.7 is not applied"):
-        exported.detect(images[:1], iou=0.7)
+        exported.detect(images[:1], settings=own.replace(iou=0.7))
 
 
 def _rows_as_detections(rows: list[dict], file_name: str) -> dict[str, torch.Tensor]:
@@ -143,8 +144,8 @@ def test_cli_export_then_predict_and_val_with_the_onnx_file(trained_tiny: Path, 
     for name in files:  # two float32 runtimes: the same detections, up to ties at a decision (see conftest)
         assert_same_detections(_rows_as_detections(runs["onnx"], name), _rows_as_detections(runs["pt"], name))
 
-    from singleshot.config import ValConfig
-    from singleshot.engine.validation import validate
+    from singleshot.evaluation.command import ValConfig
+    from singleshot.evaluation.command import run as validate
 
     maps = {}
     for tag, weights in (("pt", trained_tiny), ("onnx", out)):
@@ -197,11 +198,13 @@ def test_bad_input(trained_tiny: Path, tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_safetensors_carry_the_post_processing_settings(tmp_path: Path) -> None:
-    from singleshot.postprocess import PostProcessor
+    from singleshot.postprocess import PostProcessor, PostSettings
 
-    model = build("ssd_tiny160", 3, postprocess=PostProcessor(0.2, 0.5, 50, 20))
+    model = build(
+        "ssd_tiny160", 3, postprocess=PostProcessor(PostSettings(conf=0.2, iou=0.5, max_det=20, candidates=50))
+    )
     save_weights(model, tmp_path / "w.safetensors", NAMES)
-    assert singleshot.load(tmp_path / "w.safetensors", device="cpu").postprocess.settings() == {
+    assert singleshot.load(tmp_path / "w.safetensors", device="cpu").postprocess.to_metadata() == {
         "score_threshold": 0.2, "nms_threshold": 0.5, "candidates_per_class": 50, "detections_per_image": 20,
         "variances": [0.1, 0.2],
     }  # fmt: skip

@@ -131,7 +131,7 @@ def test_confusion_matrix_by_hand() -> None:
             [1, 1, 2, 2, 1],
         )
     ]
-    m = confusion_matrix(dets, images, 2, conf=0.25)
+    m = confusion_matrix(dets, images, 2, conf=0.25, iou=0.5)
     # object 1 (class 1) found as 1; object 2 (class 2) found as 1; a class-2 detection on background;
     # the detection of the difficult object is left out; the 0.1 detection is below conf
     expected = torch.zeros(3, 3, dtype=torch.long)

@@ -20,8 +20,8 @@ from singleshot.data import open_dataset
 from singleshot.data.synthetic import SyntheticShapes
 from singleshot.metrics import evaluate_detections
 from singleshot.models import build
+from singleshot.postprocess import PostSettings
 from singleshot.predict import Detector, SourceReport
-from singleshot.predict.detector import PostSettings
 from singleshot.predict.video import VideoWriter
 from singleshot.weights import save_weights
 
@@ -101,10 +101,9 @@ def test_a_batch_with_mixed_settings_equals_each_image_alone(tmp_path: Path, unt
         PostSettings(conf=0.01, classes=(2,)),
         PostSettings(conf=0.01, max_det=7),
     ]
-    mixed, _ = detector.detect_each(images, settings, [(240, 320)] * 3)
+    mixed, _ = detector.detect(images, [(240, 320)] * 3, settings)
     for image, setting, got in zip(images, settings, mixed, strict=True):
-        labels = None if setting.classes is None else torch.tensor(setting.classes)
-        (alone,), _ = detector.detect([image], [(240, 320)], setting.conf, setting.iou, setting.max_det, labels)
+        (alone,), _ = detector.detect([image], [(240, 320)], setting)
         assert len(got["labels"]) > 0
         assert_same_detections(got, alone)  # a batch of 3 and a batch of 1 may run other kernels
     assert len(mixed[0]["labels"]) == 7 and set(mixed[1]["labels"].tolist()) == {2}
@@ -188,19 +187,18 @@ def test_yolo_labels_round_trip_through_our_yolo_reader(tmp_path: Path, untraine
 def test_coco_json_gives_the_same_ap_as_val(tmp_path: Path, untrained: Path) -> None:
     from conftest import write_voc_devkit
 
-    from singleshot.config import ValConfig
-    from singleshot.engine import validate
+    from singleshot.evaluation.command import ValConfig
+    from singleshot.evaluation.command import run as validate
 
     data = write_voc_devkit(tmp_path / "voc", count=8)
     config = ValConfig(str(untrained), str(data), project=str(tmp_path / "runs"), images=0)
-    val = validate(config, False, lambda s: s)
+    val = validate(config, progress=False, log=lambda s: s)
     detector = singleshot.load(untrained, device="cpu")
-    post = detector.postprocess  # the model's own settings, which val uses
+    post = detector.postprocess.settings  # the model's own settings, which val uses
     dataset = open_dataset(data, "val", "val").val
     # val's batches: the same kernels, so the same floats (an untrained model's scores lie as close as 1e-6)
     results = detector.predict(
-        [p for p, _, _ in dataset.items], conf=post.score_threshold, iou=post.nms_threshold,
-        max_det=post.detections_per_image, batch=config.batch,
+        [p for p, _, _ in dataset.items], conf=post.conf, iou=post.iou, max_det=post.max_det, batch=config.batch,
     )  # fmt: skip
     coco = [d for i, r in enumerate(results) for d in r.to_coco(i)]
     (tmp_path / "predict.json").write_text(json.dumps(coco))

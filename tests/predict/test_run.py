@@ -12,10 +12,11 @@ from conftest import run_ranks, write_synthetic_images, write_voc_devkit
 from PIL import Image
 
 from singleshot.cli import main
-from singleshot.config import PredictConfig, ValConfig
 from singleshot.data.synthetic import SyntheticShapes
+from singleshot.evaluation.command import ValConfig
 from singleshot.models import build
-from singleshot.predict.run import predict_to_folder
+from singleshot.predict.command import PredictConfig
+from singleshot.predict.command import run as predict_to_folder
 from singleshot.predict.sources import video_frames
 from singleshot.predict.video import VideoWriter
 from singleshot.weights import save_weights
@@ -92,15 +93,15 @@ def test_command_line_prints_without_saving_and_names_bad_input(
 
 def _predict_rank(rank: int, weights: str, source: str, root: str, name: str) -> None:
     config = PredictConfig(weights, source, conf=0.05, batch=1, project=root, name=name)
-    run = predict_to_folder(config, False, lambda s: None)
+    run = predict_to_folder(config, progress=False, log=lambda s: None)
     if rank == 0:
         (Path(root) / f"{name}.json").write_text(json.dumps([run.images, dict(run.skipped.skipped)]))
 
 
 def _val_rank(rank: int, weights: str, data: str, root: str, name: str) -> None:
-    from singleshot.engine import validate
+    from singleshot.evaluation.command import run as validate
 
-    validate(ValConfig(weights, data, batch=1, project=root, name=name, images=2), False, lambda s: None)
+    validate(ValConfig(weights, data, batch=1, project=root, name=name, images=2), progress=False, log=lambda s: None)
 
 
 @pytest.mark.slow

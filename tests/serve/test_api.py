@@ -17,9 +17,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import singleshot
-from singleshot.config import ServeConfig
 from singleshot.data.synthetic import SyntheticShapes
-from singleshot.serve import create_app
+from singleshot.serve import ServeConfig, create_app
 
 CONF = 0.05  # low enough that the trained tiny model has several detections per image
 
@@ -128,13 +127,13 @@ def _wait_ready(c: TestClient) -> None:
 
 def test_ready_is_503_until_the_warm_up_batch_has_run(trained_tiny: Path) -> None:
     detector = singleshot.load(trained_tiny, device="cpu")
-    detect_each, release = detector.detect_each, threading.Event()
+    detect, release = detector.detect, threading.Event()
 
     def slow_first_batch(*args: object, **kwargs: object) -> object:
         release.wait(20)
-        return detect_each(*args, **kwargs)  # type: ignore[arg-type]
+        return detect(*args, **kwargs)  # type: ignore[arg-type]
 
-    detector.detect_each = slow_first_batch  # type: ignore[method-assign]
+    detector.detect = slow_first_batch  # type: ignore[method-assign]
     with TestClient(create_app(detector, ServeConfig(weights=str(trained_tiny)))) as c:
         warming = c.get("/health/ready")
         assert warming.status_code == 503 and warming.json()["status"] == "warming up"

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from conftest import Server, start_server, stop_server, write_synthetic_images
 
-from singleshot.config import ServeConfig
-from singleshot.serve import server as server_module
+from singleshot.serve import ServeConfig
+from singleshot.serve import command as server_module
 
 pytestmark = pytest.mark.slow
 
@@ -84,8 +84,8 @@ def test_clients_that_disconnect_leak_nothing(served_tiny: Server, tmp_path: Pat
 
 
 def test_an_onnx_file_is_served(trained_tiny: Path, tmp_path: Path) -> None:
-    from singleshot.config import ExportConfig
-    from singleshot.export.run import export_model
+    from singleshot.export.command import ExportConfig
+    from singleshot.export.command import run as export_model
 
     onnx = tmp_path / "tiny.onnx"
     export_model(ExportConfig(weights=str(trained_tiny), output=str(onnx)))
@@ -108,14 +108,14 @@ def test_listening_beyond_loopback_without_a_key_warns(monkeypatch: pytest.Monke
     served: list[tuple[str, int]] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: served.append((host, port)))
     monkeypatch.delenv(server_module.API_KEY_ENV, raising=False)
-    server_module.run_server(ServeConfig(weights=str(trained_tiny), host="0.0.0.0", port=8123, device="cpu"))
+    server_module.run(ServeConfig(weights=str(trained_tiny), host="0.0.0.0", port=8123, device="cpu"))
     assert served == [("0.0.0.0", 8123)]
     assert "WARNING: listening on 0.0.0.0 without an API key" in capsys.readouterr().err
     for host, key in (("127.0.0.1", None), ("0.0.0.0", "k"), ("::1", None), ("localhost", None)):
-        server_module.run_server(ServeConfig(weights=str(trained_tiny), host=host, api_key=key, device="cpu"))
+        server_module.run(ServeConfig(weights=str(trained_tiny), host=host, api_key=key, device="cpu"))
         assert "WARNING" not in capsys.readouterr().err, host
     monkeypatch.setenv(server_module.API_KEY_ENV, "from-env")
     config = ServeConfig(weights=str(trained_tiny), host="0.0.0.0", device="cpu")
-    server_module.run_server(config)
+    server_module.run(config)
     assert config.api_key == "from-env" and "WARNING" not in capsys.readouterr().err
     assert not server_module.is_loopback("example.org") and server_module.is_loopback("127.0.0.2")

@@ -10,7 +10,7 @@ Sources (``singleshot convert SRC``, ``singleshot train --weights SRC``):
 * ``singleshot``: our own ``.safetensors``.
 
 ``.pt``/``.pth`` files are read with ``torch.load(weights_only=True)`` only
-(:func:`singleshot.weights.read_torch_file`).
+(:func:`singleshot.convert.reading.read_torch_file`).
 """
 
 from __future__ import annotations
@@ -19,17 +19,20 @@ import dataclasses
 import re
 from pathlib import Path
 
-import torch
 from torch import Tensor
+from torchvision.models import detection
 
-from singleshot.config import WEIGHT_FORMATS
 from singleshot.convert import ssd_vgg
 from singleshot.convert.caffe import from_caffe, read_caffemodel
+from singleshot.convert.reading import download_state_dict, read_torch_file
 from singleshot.convert.torchvision import from_torchvision, torchvision_default_boxes
 from singleshot.models import SSD300_BOXES, SSD512_BOXES, build
 from singleshot.priors import DefaultBoxConfig
 from singleshot.ssd import SSD
-from singleshot.weights import WeightsMetadata, read_torch_file, read_weights
+from singleshot.weights import WeightsMetadata, read_weights
+
+#: The formats this module reads (``singleshot convert --from``).
+WEIGHT_FORMATS = ("torchvision", "ssd-pytorch", "caffe", "singleshot")
 
 #: PASCAL VOC's 20 classes in the order of the VOC-trained SSD models (label 1 = aeroplane).
 VOC_CLASSES = (
@@ -61,24 +64,8 @@ def detect_format(source: str | Path) -> str:
     raise ValueError(f"{source}: cannot tell its format; give --from {' | '.join(WEIGHT_FORMATS)}")
 
 
-def download_state_dict(weights: object, what: str) -> dict[str, Tensor]:
-    """A torchvision weights enum's state dict: from torchvision's cache, or downloaded; offline, the error names
-    the file to fetch and where to put it."""
-    try:
-        return weights.get_state_dict(progress=False)  # type: ignore[attr-defined]
-    except Exception as exc:  # offline: urllib's URLError, or any download failure
-        url = weights.url  # type: ignore[attr-defined]
-        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-        raise ValueError(
-            f"{what}: could not download {url} ({type(exc).__name__}: {exc}). Offline, fetch that file "
-            f"elsewhere and put it at {cache} (torchvision's cache), or give the file's path instead"
-        ) from exc
-
-
 def _torchvision_api(spec: str) -> dict[str, Tensor]:
     """torchvision's COCO weights of ``torchvision:NAME`` through its weights API (its cache, or a download)."""
-    from torchvision.models import detection
-
     name = spec.removeprefix("torchvision:")
     if name not in TORCHVISION_MODELS:
         known = ", ".join(f"torchvision:{n}" for n in TORCHVISION_MODELS)
@@ -87,9 +74,7 @@ def _torchvision_api(spec: str) -> dict[str, Tensor]:
 
 
 def _coco_names() -> list[str]:
-    from torchvision.models.detection import SSD300_VGG16_Weights
-
-    return list(SSD300_VGG16_Weights.COCO_V1.meta["categories"])  # 91 slots: background, 80 names, "N/A"
+    return list(detection.SSD300_VGG16_Weights.COCO_V1.meta["categories"])  # 91 slots: background, 80 names, "N/A"
 
 
 #: The class-score convolution of each head: ``head.cls.K`` (3x3) or ``head.cls.K.1`` (SSDLite's 1x1).
@@ -114,7 +99,7 @@ def read_any(
     (``name``, ``num_classes``, ``default_boxes``).
 
     Raises:
-        FileNotFoundError, ValueError: see :func:`singleshot.weights.read_torch_file`, the converters, and a
+        FileNotFoundError, ValueError: see :func:`singleshot.convert.reading.read_torch_file`, the converters, and a
             ``classes`` list whose length differs from the file's classes.
     """
     fmt = fmt or detect_format(source)
@@ -168,29 +153,3 @@ def convert_file(
         raise ValueError(f"{source}: does not fit {args['name']}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     names = names or [f"class{i + 1}" for i in range(model.num_classes)]
     return model.eval(), names, f"{source} ({fmt or detect_format(source)}) -> {model.name}, {len(names)} classes"
-
-
-def imagenet_backbone(source: str, model: SSD) -> tuple[dict[str, Tensor], str]:
-    """``singleshot train --base``: ImageNet weights for ``model``'s backbone, and a line saying what loads.
-
-    VGG16 SSDs: :func:`~singleshot.convert.ssd_vgg.imagenet_base`. SSDLite: torchvision's ``mobilenet_v3_large``
-    (a ``.pth`` path, or ``torchvision`` for its download), every tensor that fits the reduced-tail backbone
-    (:mod:`singleshot.convert.mobilenet`).
-    """
-    own = model.state_dict()
-    backbone = sum(k.startswith("backbone.") for k in own)
-    if model.name.startswith("ssdlite"):
-        from singleshot.convert.mobilenet import mobilenet_base
-
-        if source == "torchvision":
-            from torchvision.models import MobileNet_V3_Large_Weights
-
-            state = download_state_dict(MobileNet_V3_Large_Weights.IMAGENET1K_V1, "--base torchvision")
-        else:
-            state = read_torch_file(source)
-        tensors = mobilenet_base(state, own, source)
-        note = "the reduced last stage (halved channels) and the extras start fresh"
-        return tensors, f"backbone from {source}: {len(tensors)}/{backbone} tensors of ImageNet MobileNetV3 ({note})"
-    p = model.preprocessing
-    tensors = ssd_vgg.imagenet_base(source, model.name, (p.mean, p.std))
-    return tensors, f"backbone from {source}: {len(tensors)}/{backbone} tensors of ImageNet VGG16 (fc6/fc7 subsampled)"

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 import torch
 from torch import Tensor
+from torchvision.models.vgg import cfgs, make_layers
 
 #: Caffe layer name -> our parameter prefix (VGG16 body, fc6/fc7, L2Norm).
 VGG_BODY = {
@@ -78,48 +79,6 @@ def model_name(num_heads: int) -> str:
 Normalisation = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) of RGB pixels in [0, 1]
 
 
-def imagenet_base(source: str, model_name: str, normalisation: Normalisation) -> dict[str, Tensor]:
-    """``singleshot train --base``: our VGG16 layers (conv1_1 .. conv5_3, fc6, fc7) from an ImageNet VGG16:
-
-    * torchvision's ``vgg16`` (a ``.pth`` state dict, or ``torchvision`` for its weights API): fc6/fc7 subsampled
-      (:func:`vgg16_base`), trained on ImageNet's normalisation;
-    * the original work's "reduced fc" VGG16 (``VGG_ILSVRC_16_layers_fc_reduced.caffemodel``: fc6/fc7 already
-      1024-channel convolutions), trained on BGR pixels minus (104, 117, 123): conv1_1's channels are reversed.
-
-    conv1_1 is then folded onto the model's normalisation ``(mean, std)`` (:func:`fold_input_normalisation`).
-
-    Raises:
-        ValueError: a model without a VGG16 base, or a file that is not one of the above.
-    """
-    if model_name not in ("ssd300_vgg16", "ssd512_vgg16", "ssd300_vgg16_bn"):
-        raise ValueError(f"--base (an ImageNet VGG16) fits the VGG16 SSDs, not {model_name}")
-    batch_norm = model_name.endswith("_bn")
-    if source.endswith(".caffemodel"):
-        from singleshot.convert.caffe import read_caffemodel
-
-        layers = read_caffemodel(source)
-        missing = [name for name in VGG_BODY if name not in layers]
-        if missing:
-            raise ValueError(f"{source}: not the reduced-fc VGG16 (no layer {', '.join(missing[:3])})")
-        tensors = {}
-        for name, ours in VGG_BODY.items():
-            tensors[f"{ours}.weight"], tensors[f"{ours}.bias"] = layers[name][0], layers[name][1].reshape(-1)
-        trained = ((123 / 255, 117 / 255, 104 / 255), (1 / 255, 1 / 255, 1 / 255))  # after the BGR->RGB flip
-        return fold_input_normalisation(bgr_first_conv(tensors), trained, normalisation)
-    if source == "torchvision":
-        from torchvision.models import VGG16_BN_Weights, VGG16_Weights
-
-        from singleshot.convert.files import download_state_dict
-
-        weights = VGG16_BN_Weights.IMAGENET1K_V1 if batch_norm else VGG16_Weights.IMAGENET1K_V1
-        state = download_state_dict(weights, "--base torchvision")
-    else:
-        from singleshot.weights import read_torch_file
-
-        state = read_torch_file(source)
-    return fold_input_normalisation(vgg16_base(state, source, batch_norm), IMAGENET_NORMALISATION, normalisation)
-
-
 def from_ssd_pytorch(state_dict: Mapping[str, Tensor], source: str = "state dict") -> tuple[dict[str, Tensor], str]:
     """ssd.pytorch's SSD state dict (``vgg.N.*``, ``L2Norm.weight``, ``extras.N.*``, ``loc.N.*``, ``conf.N.*``)
     as ours; returns the tensors and our model's name.
@@ -151,8 +110,6 @@ def from_ssd_pytorch(state_dict: Mapping[str, Tensor], source: str = "state dict
 def torchvision_features_map(batch_norm: bool) -> dict[str, str]:
     """torchvision's ``vgg16(_bn).features.N`` -> our backbone prefix, derived from torchvision's own layer list
     (which our :class:`~singleshot.models.vgg.VGGBackbone` is cut from: ``conv4`` up to pool4, ``conv5`` from it)."""
-    from torchvision.models.vgg import cfgs, make_layers
-
     features = make_layers(cfgs["D"], batch_norm=batch_norm)
     pools = [i for i, m in enumerate(features) if isinstance(m, torch.nn.MaxPool2d)]
     return {

@@ -139,9 +139,9 @@ def to_torchvision(model: SSD) -> nn.Module:
     reference.anchor_generator = _default_box_generator(model.default_boxes)
     reference.transform.image_mean = list(model.preprocessing.mean)
     reference.transform.image_std = list(model.preprocessing.std)
-    post = model.postprocess
-    reference.score_thresh, reference.nms_thresh = post.score_threshold, post.nms_threshold
-    reference.topk_candidates, reference.detections_per_img = post.candidates_per_class, post.detections_per_image
+    post = model.postprocess.settings
+    reference.score_thresh, reference.nms_thresh = post.conf, post.iou
+    reference.topk_candidates, reference.detections_per_img = post.candidates, post.max_det
     return reference.eval()
 
 

@@ -35,3 +35,16 @@ class TimeBudget:
 
     def expired(self) -> bool:
         return self.used() >= self.seconds - self.reserve
+
+
+def budget_seconds(text: str) -> float:
+    """Seconds of a duration written ``90s``, ``30m``, ``1.5h`` or a plain number of seconds."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    value, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(value) * units[unit]
+    except ValueError:
+        raise ValueError(f"time_budget={text!r} is not a duration like 90s, 30m or 1.5h") from None
+    if not seconds > 0:
+        raise ValueError(f"time_budget={text!r} must be positive")
+    return seconds

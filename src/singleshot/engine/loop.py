@@ -1,9 +1,10 @@
-"""The loops: one epoch of training, and inference plus metrics over a dataset.
+"""The training loop: one epoch of training.
 
 * :class:`Optimization` holds what an optimiser step needs (the model or its DDP wrapper, optimiser,
   scheduler, mixed precision, EMA, gradient clipping) and takes the step.
 * :func:`train_one_epoch` runs it over a loader, counting steps in a :class:`Position`.
-* :func:`evaluate_model` runs a model over a dataset (as ``predict`` does) and computes the metrics.
+
+Evaluation (a model over a dataset, then the metrics) is :mod:`singleshot.evaluation`'s.
 """
 
 from __future__ import annotations
@@ -15,18 +16,12 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import SequentialSampler, Subset
 
-from singleshot.data.dataset import EvaluationData
-from singleshot.data.loader import make_loader
-from singleshot.distributed import DistInfo, gather_shards, shard
 from singleshot.engine.ema import ModelEMA
-from singleshot.metrics import MetricReport, evaluate_detections
-from singleshot.predict import Detector
 from singleshot.predict.precision import use_bf16_layout
 from singleshot.progress import Progress
 from singleshot.ssd import SSD
-from singleshot.types import Detection, Target
+from singleshot.types import Target
 
 
 class NonFiniteLossError(RuntimeError):
@@ -177,73 +172,3 @@ def train_one_epoch(
     bar.close()
     stats.losses = {k: v / max(1, steps) for k, v in sums.items()}
     return stats
-
-
-@dataclass
-class Evaluation:
-    """What :func:`evaluate_model` computed: the metrics, and the detections and ground truths behind them (CPU,
-    dataset order), with the dataset's own id of each image (for writing results)."""
-
-    report: MetricReport
-    detections: list[Detection]
-    ground_truths: list[Target]
-    image_ids: list[int]
-
-
-def evaluate_model(
-    model: SSD | Detector,
-    dataset: EvaluationData,
-    device: torch.device,
-    batch: int = 16,
-    workers: int = 0,
-    coco: bool = True,
-    progress: bool = False,
-    desc: str = "evaluate",
-    dist: DistInfo | None = None,
-) -> Evaluation | None:
-    """All metrics of ``model`` on ``dataset`` (original image coordinates): VOC AP at IoU 0.5 (11-point and
-    all-point) and, with ``coco``, the COCO summary, in the dataset's own ids and box convention;
-    ``report.timing`` holds the speed of inference and of the metrics.
-
-    ``model`` may also be a ready :class:`~singleshot.predict.Detector` (an ONNX file, a bf16 precision; ``device``
-    is then its own). Inference is :meth:`Detector.detect <singleshot.predict.Detector.detect>` with the model's own
-    post-processing settings, the path ``singleshot predict`` takes. With ``dist`` (under ``torchrun``) every
-    process takes its share of the images and rank 0 computes the metrics (the other ranks get ``None``): the
-    figures equal a single process's.
-    """
-    info = dist or DistInfo()
-    detector = model if isinstance(model, Detector) else Detector(model, dataset.class_names, device)
-    indices = shard(len(dataset), info)
-    loader = make_loader(Subset(dataset, indices), batch, SequentialSampler(indices), workers)
-    start = time.perf_counter()
-    pairs: list[tuple[Detection, Target]] = []
-    for images, targets in Progress(loader, desc=desc, enabled=progress and info.is_main):
-        detections, _ = detector.detect(images)
-        pairs.extend(zip(detections, targets, strict=True))
-    merged = gather_shards(pairs, info)
-    if merged is None:
-        return None
-    inferred = time.perf_counter()
-    detections, ground_truths = [d for d, _ in merged], [t for _, t in merged]
-    image_ids = [dataset.image_ids[int(t["image_id"])] for t in ground_truths]
-    report = evaluate_detections(
-        detections,
-        ground_truths,
-        dataset.class_names,
-        coco=coco,
-        image_ids=image_ids,
-        category_ids=dataset.category_ids,
-        pixel_indices=dataset.pixel_indices,
-    )
-    report.timing = _timing(len(ground_truths), inferred - start, time.perf_counter() - inferred)
-    return Evaluation(report, detections, ground_truths, image_ids)
-
-
-def _timing(images: int, inference_s: float, metrics_s: float) -> dict[str, float]:
-    """Seconds and images/s of inference and of computing the metrics (``MetricReport.timing``)."""
-    return {
-        "inference_s": inference_s,
-        "metrics_s": metrics_s,
-        "inference_images_per_s": images / max(inference_s, 1e-9),
-        "metrics_images_per_s": images / max(metrics_s, 1e-9),
-    }

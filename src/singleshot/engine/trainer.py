@@ -22,13 +22,12 @@ import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from singleshot.config import TrainConfig, budget_seconds
-from singleshot.convert.files import imagenet_backbone
+from singleshot.convert.bases import imagenet_backbone
 from singleshot.data import DataBundle, open_dataset, synthetic_bundle
 from singleshot.data.loader import Augmented, EpochSampler, make_loader
 from singleshot.data.transforms import build_transforms
 from singleshot.distributed import DistInfo, broadcast_buffers, process_group, resolve_device
-from singleshot.engine.budget import TimeBudget
+from singleshot.engine.budget import TimeBudget, budget_seconds
 from singleshot.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from singleshot.engine.ema import ModelEMA
 from singleshot.engine.loop import (
@@ -36,19 +35,21 @@ from singleshot.engine.loop import (
     Optimization,
     Position,
     amp_dtype,
-    evaluate_model,
     train_one_epoch,
     use_amp_layout,
 )
+from singleshot.engine.recipe import TrainConfig
 from singleshot.engine.run_log import RunLog
+from singleshot.evaluation import evaluate_model
 from singleshot.folders import new_run_dir
 from singleshot.metrics import MetricReport
 from singleshot.models import build
 from singleshot.plots import batch_grid, prediction_pair, save_image
 from singleshot.predict import Detector
+from singleshot.predict.loading import load_initial_weights
 from singleshot.predict.precision import bf16_is_native
 from singleshot.ssd import SSD
-from singleshot.weights import load_initial_weights, save_weights
+from singleshot.weights import save_weights
 
 #: Side of synthetic images when no --imgsz is given (the transforms resize to the model's input anyway).
 SYNTHETIC_SIDE = 320
@@ -327,9 +328,13 @@ class Trainer:
         """Evaluate the EMA (or the model) on the validation set; keep ``best.safetensors`` by VOC07 mAP50."""
         started = time.perf_counter()
         evaluation = evaluate_model(
-            self.eval_model, self.data.val, self.device, self.config.batch, self.config.workers,
+            self.eval_model,
+            self.data.val,
+            self.device,
+            batch=self.config.batch,
+            workers=self.config.workers,
             progress=self.progress,
-        )  # fmt: skip
+        )
         assert evaluation is not None  # a single process (rank 0) evaluates during training
         report = evaluation.report
         if self.budget is not None:  # keep time for the final evaluation

@@ -64,7 +64,7 @@ class DetectionsGraph(nn.Module):
     ``(x1, y1, x2, y2, score, label)``, boxes normalised to [0, 1], sorted by decreasing score, padded with
     zero rows (score 0, label 0). Labels are 1..C.
 
-    As the host post-processor (:func:`~singleshot.postprocess.select_candidates`): the ``candidates_per_class``
+    As the host post-processor (:func:`~singleshot.postprocess.select_candidates`): the ``candidates``
     highest scores of each image and class above the threshold, boxes clipped to the image, go into NMS (ONNX's
     ``NonMaxSuppression`` would otherwise cap the boxes per class *after* suppression, and take boxes reaching
     outside the image at their full size).
@@ -73,13 +73,13 @@ class DetectionsGraph(nn.Module):
     def __init__(self, model: SSD) -> None:
         super().__init__()
         self.decoded = DecodedGraph(model)
-        post = model.postprocess
+        post = model.postprocess.settings
         # topk needs k <= C * P (a tiny model with few classes may have fewer candidates than the cap).
-        self.max_det = min(post.detections_per_image, model.num_classes * int(model.priors.shape[0]))
-        self.candidates = min(post.candidates_per_class, int(model.priors.shape[0]))
-        self.register_buffer("max_per_class", torch.tensor([post.candidates_per_class], dtype=torch.int64))
-        self.register_buffer("iou", torch.tensor([post.nms_threshold], dtype=torch.float32))
-        self.register_buffer("score_threshold", torch.tensor([post.score_threshold], dtype=torch.float32))
+        self.max_det = min(post.max_det, model.num_classes * int(model.priors.shape[0]))
+        self.candidates = min(post.candidates, int(model.priors.shape[0]))
+        self.register_buffer("max_per_class", torch.tensor([post.candidates], dtype=torch.int64))
+        self.register_buffer("iou", torch.tensor([post.iou], dtype=torch.float32))
+        self.register_buffer("conf", torch.tensor([post.conf], dtype=torch.float32))
 
     def forward(self, images: Tensor) -> Tensor:
         scores, boxes = self.decoded(images)
@@ -88,7 +88,7 @@ class DetectionsGraph(nn.Module):
         # the candidates: each (image, class)'s highest scores (the others zeroed, below any threshold)
         lowest_kept = fg.topk(self.candidates, dim=2).values[..., -1:]
         candidates = torch.where(fg >= lowest_kept, fg, torch.zeros_like(fg))
-        selected = _OnnxNms.apply(boxes, candidates, self.max_per_class, self.iou, self.score_threshold)
+        selected = _OnnxNms.apply(boxes, candidates, self.max_per_class, self.iou, self.conf)
         img, cls, prior = selected[:, 0], selected[:, 1], selected[:, 2]
         # Scatter the survivors' scores into a dense (B, C * P) map: its top max_det per image are the detections.
         dense = torch.zeros_like(fg)

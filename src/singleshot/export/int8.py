@@ -16,8 +16,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from singleshot.onnx_format import CALIBRATION_METHODS, DEFAULT_CALIBRATION, INPUT, read_metadata
-from singleshot.weights import atomic_write
+from singleshot.folders import atomic_write
+from singleshot.onnx_format import INPUT, read_metadata
+
+#: How ``singleshot export --int8`` may set activation ranges (ONNX Runtime's calibration methods), and the
+#: default: on the BCCD recipe's weights percentile lost nothing (+0.21 AP50 points) where minmax lost 1.7.
+CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+DEFAULT_CALIBRATION = "percentile"
 
 
 class _Reader:

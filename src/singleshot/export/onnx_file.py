@@ -20,9 +20,10 @@ import onnx
 import torch
 
 from singleshot.export.graph import DecodedGraph, DetectionsGraph
+from singleshot.folders import atomic_write
 from singleshot.onnx_format import INPUT, OUTPUTS, metadata_props
 from singleshot.ssd import SSD
-from singleshot.weights import WeightsMetadata, atomic_write
+from singleshot.weights import WeightsMetadata
 
 #: ONNX operator set written (ONNX Runtime >= 1.12 runs it; NonMaxSuppression exists since 10).
 OPSET = 17

@@ -15,13 +15,14 @@ def confusion_matrix(
     detections: Sequence[Detection],
     ground_truths: Sequence[Target],
     num_classes: int,
-    conf: float = 0.25,
-    iou_threshold: float = 0.5,
+    *,
+    conf: float,
+    iou: float,
 ) -> Tensor:
     """Counts ``M[true, predicted]``, ``(C + 1, C + 1)`` int64, index 0 = background.
 
     Detections scoring at least ``conf`` are paired with ground truths of any class, highest IoU first, each
-    used once, when the IoU exceeds ``iou_threshold``. A paired object of class ``t`` predicted as ``p`` adds to
+    used once, when the IoU exceeds ``iou``. A paired object of class ``t`` predicted as ``p`` adds to
     ``M[t, p]``; an unpaired object to ``M[t, 0]`` (missed); an unpaired detection to ``M[0, p]`` (background
     detected). Difficult objects, and detections paired with them, are left out.
     """
@@ -34,9 +35,9 @@ def confusion_matrix(
         used_d = torch.zeros(len(d_labels), dtype=torch.bool)
         used_g = torch.zeros(len(g_labels), dtype=torch.bool)
         if len(d_labels) and len(g_labels):
-            iou = box_iou(gt["boxes"].double(), d_boxes)
-            pairs = torch.nonzero(iou > iou_threshold)
-            order = torch.argsort(iou[pairs[:, 0], pairs[:, 1]], descending=True, stable=True)
+            overlaps = box_iou(gt["boxes"].double(), d_boxes)
+            pairs = torch.nonzero(overlaps > iou)
+            order = torch.argsort(overlaps[pairs[:, 0], pairs[:, 1]], descending=True, stable=True)
             for g, d in pairs[order].tolist():
                 if used_g[g] or used_d[d]:
                     continue

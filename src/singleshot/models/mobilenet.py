@@ -17,7 +17,7 @@ from torchvision.models.mobilenetv3 import InvertedResidual
 from torchvision.ops import Conv2dNormActivation
 
 from singleshot.models.common import assemble, input_size
-from singleshot.postprocess import PostProcessor
+from singleshot.postprocess import PostProcessor, PostSettings
 from singleshot.priors import DefaultBoxConfig
 from singleshot.ssd import SSD, Preprocessing
 
@@ -93,7 +93,7 @@ def ssdlite320_mobilenet_v3(
         num_classes=num_classes,
         preprocessing=Preprocessing(input_size(image_size, default_boxes.image_size), (0.5,) * 3, (0.5,) * 3),
         # torchvision's SSDLite settings: score 0.001, NMS 0.55, 300 candidates per class, 300 per image.
-        postprocess=postprocess or PostProcessor(0.001, 0.55, 300, 300),
+        postprocess=postprocess or PostProcessor(PostSettings(conf=0.001, iou=0.55, max_det=300, candidates=300)),
         head_norm=NORM,
         # Measured on a 2-core AVX2 CPU: channels-last makes a training step 1.35-1.55x faster here
         # (depthwise convolutions), while it slows VGG16's dense convolutions down (0.8x).

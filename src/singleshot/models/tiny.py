@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from singleshot.models.common import assemble, input_size
-from singleshot.postprocess import PostProcessor
+from singleshot.postprocess import PostProcessor, PostSettings
 from singleshot.priors import DefaultBoxConfig
 from singleshot.ssd import SSD, Preprocessing
 
@@ -67,6 +67,6 @@ def ssd_tiny160(
         default_boxes=default_boxes,
         num_classes=num_classes,
         preprocessing=Preprocessing(input_size(image_size, default_boxes.image_size), (0.5,) * 3, (0.5,) * 3),
-        postprocess=postprocess or PostProcessor(0.01, 0.45, 200, 100),
+        postprocess=postprocess or PostProcessor(PostSettings(max_det=100, candidates=200)),
         channels_last=True,  # measured 1.1-1.2x faster for a training step on a 2-core AVX2 CPU
     )

@@ -1,7 +1,7 @@
 """Prediction: :func:`load` weights as a :class:`Detector`, then ``detector.predict(source)`` on images,
 folders, globs, videos or in-memory images, getting one :class:`Result` per image or video frame.
 
-``singleshot predict`` (:mod:`singleshot.predict.run`) writes annotated images and videos, ``predictions.json``
+``singleshot predict`` (:mod:`singleshot.predict.command`) writes annotated images and videos, ``predictions.json``
 and optional YOLO labels and crops. This package never imports :mod:`singleshot.engine`.
 """
 
@@ -15,10 +15,12 @@ from singleshot.predict.sources import Frame, SourceReport
 
 
 def load(weights: str | Path, device: str = "auto", precision: str = "fp32") -> Detector:
-    """The model saved in ``weights``, with its class names and preprocessing from the file's metadata:
+    """The model saved in ``weights``, with its class names and preprocessing from the file's metadata
+    (:func:`singleshot.predict.loading.load_backend` decides what runs it):
 
-    * a ``.safetensors`` file of ``singleshot train``, run by PyTorch on ``device`` (``auto``: the GPU when there
-      is one, else the CPU) at ``precision`` (``fp32``, ``bf16`` or ``auto``: see :class:`Detector`);
+    * a ``.safetensors`` file of ``singleshot train`` (or any file ``singleshot convert`` reads), run by PyTorch on
+      ``device`` (``auto``: the GPU when there is one, else the CPU) at ``precision`` (``fp32``, ``bf16`` or
+      ``auto``: see :class:`Detector`);
     * an ``.onnx`` file of ``singleshot export``, run by ONNX Runtime on the CPU.
 
     Raises:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from singleshot.cpu import cpu_features
 from singleshot.onnx_format import INPUT, read_metadata
-from singleshot.postprocess import PostProcessor
+from singleshot.postprocess import PostProcessor, PostSettings
 from singleshot.predict.precision import PRECISIONS, autocast_dtype, choose_precision, use_bf16_layout
 from singleshot.ssd import SSD, resize
 
@@ -28,16 +28,18 @@ class Backend(Protocol):
     """What :class:`~singleshot.predict.Detector` needs of an inference engine."""
 
     name: str  # the model's builder name
+    class_names: list[str]  # labels 1..C
     image_size: tuple[int, int]  # the network's input (H, W)
     postprocess: PostProcessor  # the model's own settings
     precision: str  # fp32 | bf16 | int8
+    device: torch.device  # where the network runs
 
     def prepare(self, images: Sequence[Tensor]) -> Any: ...
 
     def infer(self, batch: Any) -> tuple[Tensor, ...]: ...
 
     def detections(
-        self, outputs: tuple[Tensor, ...], sizes: Sequence[tuple[int, int]], **settings: Any
+        self, outputs: tuple[Tensor, ...], sizes: Sequence[tuple[int, int]], settings: PostSettings
     ) -> list[dict[str, Tensor]]: ...
 
 
@@ -50,12 +52,15 @@ class TorchBackend:
             :func:`~singleshot.predict.precision.choose_precision`).
     """
 
-    def __init__(self, model: SSD, device: torch.device, precision: str = "fp32") -> None:
+    def __init__(self, model: SSD, class_names: Sequence[str], device: torch.device, precision: str = "fp32") -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if len(class_names) != model.num_classes:
+            raise ValueError(f"{len(class_names)} class names for a model of {model.num_classes} classes")
         self.model = model.eval().to(device)
         self.device = device
         self.name = model.name
+        self.class_names = list(class_names)
         self.image_size = model.preprocessing.image_size
         self.postprocess = model.postprocess
         self.precision = choose_precision(self.model, device) if precision == "auto" else precision
@@ -76,10 +81,10 @@ class TorchBackend:
         return torch.autocast(self.device.type, dtype=self._dtype)
 
     def detections(
-        self, outputs: tuple[Tensor, ...], sizes: Sequence[tuple[int, int]], **settings: Any
+        self, outputs: tuple[Tensor, ...], sizes: Sequence[tuple[int, int]], settings: PostSettings
     ) -> list[dict[str, Tensor]]:
         cls_logits, bbox_regression = outputs
-        return self.model.postprocess(cls_logits, bbox_regression, self.model.priors, sizes, **settings)
+        return self.postprocess(cls_logits, bbox_regression, sizes, settings, priors_cxcywh=self.model.priors)
 
 
 class OnnxBackend:
@@ -113,8 +118,10 @@ class OnnxBackend:
         meta, self.graph, self.precision = read_metadata(self.session.get_modelmeta().custom_metadata_map, path)
         self.meta = meta
         self.name = meta.model
+        self.class_names = meta.class_names
         self.image_size = meta.image_size
-        self.postprocess = PostProcessor.from_settings(meta.postprocess or {})
+        self.device = torch.device("cpu")
+        self.postprocess = PostProcessor.from_metadata(meta.postprocess or {})
         self._input = INPUT
         self._warned_iou = False
 
@@ -133,39 +140,32 @@ class OnnxBackend:
         return tuple(torch.from_numpy(o) for o in self.session.run(None, {self._input: batch}))
 
     def detections(
-        self, outputs: tuple[Tensor, ...], sizes: Sequence[tuple[int, int]], **settings: Any
+        self, outputs: tuple[Tensor, ...], sizes: Sequence[tuple[int, int]], settings: PostSettings
     ) -> list[dict[str, Tensor]]:
         if self.graph == "decoded":
             scores, boxes = outputs
-            return self.postprocess.from_decoded(scores, boxes, sizes, **settings)
-        return self._from_nms_graph(outputs[0], sizes, **settings)
+            return self.postprocess(scores, boxes, sizes, settings)
+        return self._from_nms_graph(outputs[0], sizes, settings)
 
     def _from_nms_graph(
-        self,
-        rows: Tensor,
-        sizes: Sequence[tuple[int, int]],
-        score_threshold: float | None = None,
-        nms_threshold: float | None = None,
-        detections_per_image: int | None = None,
-        classes: Tensor | None = None,
+        self, rows: Tensor, sizes: Sequence[tuple[int, int]], settings: PostSettings
     ) -> list[dict[str, Tensor]]:
         """Detections from the graph's padded ``(B, max_det, 6)`` rows (sorted by score, zero rows padding)."""
-        if nms_threshold is not None and nms_threshold != self.postprocess.nms_threshold and not self._warned_iou:
+        own = self.postprocess.settings
+        if settings.iou != own.iou and not self._warned_iou:
             warnings.warn(
-                f"this ONNX model does NMS in its graph at IoU {self.postprocess.nms_threshold}; "
-                f"iou={nms_threshold} is not applied",
+                f"this ONNX model does NMS in its graph at IoU {own.iou}; iou={settings.iou} is not applied",
                 stacklevel=3,
             )
             self._warned_iou = True
-        threshold = self.postprocess.score_threshold if score_threshold is None else score_threshold
-        cap = self.postprocess.detections_per_image if detections_per_image is None else detections_per_image
+        classes = None if settings.classes is None else torch.tensor(settings.classes, dtype=torch.int64)
         out = []
         for row, (h, w) in zip(rows, sizes, strict=True):
             labels = row[:, 5].round().to(torch.int64)
-            keep = (row[:, 4] > threshold) & (labels > 0)
+            keep = (row[:, 4] > settings.conf) & (labels > 0)
             if classes is not None:
                 keep &= torch.isin(labels, classes)
-            row, labels = row[keep][:cap], labels[keep][:cap]
+            row, labels = row[keep][: settings.max_det], labels[keep][: settings.max_det]
             scale = torch.tensor([w, h, w, h], dtype=torch.float32)
             out.append({"boxes": row[:, :4] * scale, "scores": row[:, 4].contiguous(), "labels": labels})
         return out

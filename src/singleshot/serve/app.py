@@ -24,8 +24,9 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import anyio
 import torch
@@ -35,18 +36,47 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from singleshot.config import ServeConfig
+from singleshot.config import Config, device_field, model_file_field, precision_field, setting
 from singleshot.cpu import cpu_features
 from singleshot.data.images import ImageError, decode_image_bytes
+from singleshot.postprocess import PREDICT, PostSettings
 from singleshot.predict import Detector
 from singleshot.predict.backends import OnnxBackend
-from singleshot.predict.detector import CONF, IOU, MAX_DET, PostSettings
 from singleshot.serve.batching import BatchRunner, MicroBatcher, QueueFullError
 
 #: Seconds a client told 429 is asked to wait before trying again.
 RETRY_AFTER_S = 1
 #: Content types /predict takes as the image's own bytes.
 RAW_TYPES = ("image/", "application/octet-stream")
+
+
+@dataclass
+class ServeConfig(Config):
+    """What ``singleshot serve`` serves, where, and its limits."""
+
+    weights: str = model_file_field("serve")
+    host: str = setting("127.0.0.1", "address to listen on (loopback by default; another address wants --api-key)")
+    port: int = setting(8000, "TCP port to listen on")
+    max_batch: int = setting(8, "most requests gathered into one forward pass")
+    max_wait_ms: float = setting(10.0, "longest a request waits for others to join its batch, milliseconds")
+    max_queue: int = setting(64, "most requests waiting; beyond it the server answers 429 with Retry-After")
+    max_upload_mb: float = setting(10.0, "largest request body (image upload), MiB; larger ones get 413")
+    api_key: str | None = setting(
+        None, "require 'Authorization: Bearer KEY' on every endpoint but /health/*; none: $SINGLESHOT_API_KEY if set"
+    )
+    device: str = device_field()
+    precision: Literal["fp32", "bf16", "auto"] = precision_field()
+    threads: int | None = setting(None, "CPU threads for the forward pass; none: one per physical core")
+
+    what: ClassVar[str] = "serve"
+
+    def problems(self) -> list[str]:
+        bad = [f"{k}={v}" for k, v in {"max_batch": self.max_batch, "max_queue": self.max_queue}.items() if v < 1]
+        if self.max_wait_ms < 0 or self.max_upload_mb <= 0 or not 0 <= self.port < 65536:
+            bad.append(f"max_wait_ms={self.max_wait_ms} >= 0, max_upload_mb={self.max_upload_mb} > 0, port={self.port}")
+        if self.threads is not None and self.threads < 1:
+            bad.append(f"threads={self.threads}")
+        return bad
 
 
 class _RequestError(Exception):
@@ -71,7 +101,7 @@ def create_app(detector: Detector, config: ServeConfig) -> FastAPI:
         batcher = MicroBatcher(_runner(detector, threads), config.max_batch, config.max_wait_ms, config.max_queue)
         app.state.batcher, app.state.ready = batcher, False
         warm_up = torch.zeros(3, *detector.image_size, dtype=torch.uint8)
-        future = batcher.submit((warm_up, tuple(detector.image_size), PostSettings()))
+        future = batcher.submit((warm_up, tuple(detector.image_size), detector.postprocess.settings))
         future.add_done_callback(lambda f: setattr(app.state, "ready", f.exception() is None))
         try:
             yield
@@ -110,7 +140,7 @@ def create_app(detector: Detector, config: ServeConfig) -> FastAPI:
             "backend": "onnxruntime" if isinstance(detector.backend, OnnxBackend) else "pytorch",
             "precision": detector.precision,
             "device": str(detector.device),
-            "defaults": {"conf": CONF, "iou": IOU, "max_det": MAX_DET},
+            "defaults": {"conf": PREDICT.conf, "iou": PREDICT.iou, "max_det": PREDICT.max_det},
             "limits": {
                 "max_batch": config.max_batch,
                 "max_wait_ms": config.max_wait_ms,
@@ -126,9 +156,9 @@ def create_app(detector: Detector, config: ServeConfig) -> FastAPI:
     @app.post("/predict", dependencies=[Depends(key)])
     async def predict(
         request: Request,
-        conf: Annotated[float, Query(ge=0, le=1, description="least score kept")] = CONF,
-        iou: Annotated[float, Query(ge=0, le=1, description="NMS IoU threshold")] = IOU,
-        max_det: Annotated[int, Query(ge=1, le=10_000, description="most detections kept")] = MAX_DET,
+        conf: Annotated[float, Query(ge=0, le=1, description="least score kept")] = PREDICT.conf,
+        iou: Annotated[float, Query(ge=0, le=1, description="NMS IoU threshold")] = PREDICT.iou,
+        max_det: Annotated[int, Query(ge=1, le=10_000, description="most detections kept")] = PREDICT.max_det,
         classes: Annotated[list[str] | None, Query(description="keep only these classes: names or labels")] = None,
     ) -> JSONResponse:
         started = time.perf_counter()
@@ -146,11 +176,9 @@ def create_app(detector: Detector, config: ServeConfig) -> FastAPI:
         except ImageError as exc:
             raise _RequestError(400, str(exc)) from None
         decoded = time.perf_counter()
-        labels_kept = None if labels is None else tuple(labels.tolist())
+        settings = detector.postprocess.settings.replace(conf=conf, iou=iou, max_det=max_det, classes=labels)
         try:
-            future = request.app.state.batcher.submit(
-                (image, (info.height, info.width), PostSettings(conf, iou, max_det, labels_kept))
-            )
+            future = request.app.state.batcher.submit((image, (info.height, info.width), settings))
         except QueueFullError as exc:
             raise _RequestError(429, f"server busy: {exc}", {"Retry-After": str(RETRY_AFTER_S)}) from None
         (detection, ms, batch_size), queued_ms = await _result(request, future)
@@ -184,7 +212,7 @@ def _runner(detector: Detector, threads: int) -> BatchRunner:
             torch.set_num_threads(threads)
             configured.add(threading.get_ident())
         images, sizes, settings = zip(*payloads, strict=True)
-        detections, ms = detector.detect_each(images, settings, sizes)
+        detections, ms = detector.detect(images, sizes, settings)
         return [(d, ms, len(payloads)) for d in detections]
 
     return run

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
+from singleshot.config import Config, classes_field, setting, train_split_field, val_split_field
 from singleshot.data.dataset import DetectionDataset
 from singleshot.data.images import DataReport, ImageError, read_image
 from singleshot.data.readers import open_dataset
 
 #: Box-size bins: sqrt(box area) as a fraction of sqrt(image area).
 SIZE_BINS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.4, 0.7, 1.01)
+
+
+@dataclass
+class CheckDataConfig(Config):
+    """What ``singleshot check-data`` reads."""
+
+    path: str = setting(help="dataset folder or file (VOC, COCO or YOLO; detected automatically)", positional=True)
+    train_split: str = train_split_field()
+    val_split: str = val_split_field()
+    classes: list[str] | None = classes_field()
 
 
 def _histogram(values: Sequence[float], bins: Sequence[float] = SIZE_BINS, width: int = 30) -> list[str]:
@@ -52,6 +64,15 @@ def inspect_split(ds: DetectionDataset, report: DataReport, progress: bool = Tru
     lines.append("  box size (sqrt(box area / image area)):")
     lines += _histogram(sizes)
     return lines
+
+
+def run(config: CheckDataConfig, *, log: Callable[[str], None] = print) -> str:
+    """``singleshot check-data``: decode every image and annotation of the dataset at ``config.path``; logs and
+    returns the report (problems found and how they were handled, class counts, box sizes)."""
+    config.validate()
+    report = check_data(config.path, config.train_split, config.val_split, config.classes)
+    log(report)
+    return report
 
 
 def check_data(path: str, train_split: str = "train", val_split: str = "val", classes: list[str] | None = None) -> str:

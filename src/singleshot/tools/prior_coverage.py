@@ -13,20 +13,44 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
 from singleshot.boxes import cxcywh_to_xyxy
-from singleshot.config import PriorsConfig
+from singleshot.config import Config, classes_field, exist_ok_field, name_field, project_field, setting
+from singleshot.data import open_split
 from singleshot.data.dataset import DetectionDataset
 from singleshot.data.images import probe
+from singleshot.folders import new_run_dir
+from singleshot.models import build
 from singleshot.priors import DefaultBoxConfig
+from singleshot.tools.prior_search import design_yaml, optimize_design
 
 #: Size buckets: sqrt(box area) in pixels of the resized input (COCO's small/medium/large limits).
 SIZE_BUCKETS = (("small <32", 0.0, 32.0), ("medium 32-96", 32.0, 96.0), ("large >96", 96.0, math.inf))
 THRESHOLD = 0.5
+
+
+@dataclass
+class PriorsConfig(Config):
+    """What ``singleshot priors`` measures: a model's default boxes against a dataset's objects."""
+
+    data: str = setting(help="dataset folder or file (VOC, COCO or YOLO; detected automatically)")
+    model: str = setting("ssd300_vgg16", "model variant whose default boxes are measured (see singleshot models)")
+    imgsz: int | None = setting(None, "input side in pixels; none keeps the model's own (300, 320 or 512)")
+    split: str = setting("train", "split whose objects are measured")
+    classes: list[str] | None = classes_field()
+    optimize: bool = setting(False, "also fit sizes and aspect ratios to the objects; writes default_boxes.yaml")
+    rounds: int = setting(2, "passes of the layer-by-layer search over sizes and ratios (with --optimize)")
+    seed: int = setting(0, "seed of the object subsample when there are over 10000 objects (with --optimize)")
+    project: str = project_field("priors")
+    name: str = name_field()
+    exist_ok: bool = exist_ok_field()
+
+    what: ClassVar[str] = "priors"
 
 
 @dataclass
@@ -140,13 +164,9 @@ def plot_coverage(
     plt.close(fig)
 
 
-def report_priors(config: PriorsConfig, log: Callable[[str], None] = print) -> tuple[Coverage, Path]:
+def run(config: PriorsConfig, *, log: Callable[[str], None] = print) -> tuple[Coverage, Path]:
     """``singleshot priors``: the coverage report of ``config.model``'s default boxes on ``config.split`` of
     ``config.data``, printed, with its plots in ``runs/priors/<name>``; returns the coverage and the folder."""
-    from singleshot.data import open_split
-    from singleshot.folders import new_run_dir
-    from singleshot.models import build
-
     config.validate()
     dataset, _ = open_split(config.data, config.split, config.classes)
     model = build(config.model, num_classes=len(dataset.class_names), image_size=config.imgsz)
@@ -159,8 +179,6 @@ def report_priors(config: PriorsConfig, log: Callable[[str], None] = print) -> t
     log(f"{model.name} at {w}x{h}: {design.num_boxes()} default boxes; {dataset.name}: {len(boxes)} objects")
     log(coverage_table(cov, dataset.class_names, design))
     if config.optimize:
-        from singleshot.tools.prior_search import design_yaml, optimize_design
-
         fitted = optimize_design(boxes, design, rounds=config.rounds, seed=config.seed, log=log)
         cov = coverage(boxes, labels, fitted)
         log(f"fitted default boxes ({fitted.num_boxes()}):")

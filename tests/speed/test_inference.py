@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from singleshot.benchmark import benchmark
-from singleshot.benchmark.inference import REFERENCE
-from singleshot.config import BenchmarkConfig
 from singleshot.cpu import cpu_features
+from singleshot.speed import BenchmarkConfig
+from singleshot.speed import run as benchmark
+from singleshot.speed.command import REFERENCE
 
 
 def test_benchmark_times_every_backend_beside_torchvision(trained_tiny: Path) -> None:

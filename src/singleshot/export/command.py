@@ -5,21 +5,58 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 
-from singleshot.config import ExportConfig
+from singleshot.config import Config, batch_field, setting
 from singleshot.data import open_split
 from singleshot.data.dataset import DetectionDataset
-from singleshot.engine.loop import evaluate_model
-from singleshot.engine.validation import open_eval_data
-from singleshot.export.int8 import quantize_int8
+from singleshot.evaluation import evaluate_model, open_eval_data
+from singleshot.export.int8 import CALIBRATION_METHODS, DEFAULT_CALIBRATION, quantize_int8
 from singleshot.export.onnx_file import export_onnx
+from singleshot.folders import atomic_write
 from singleshot.predict import Detector
 from singleshot.predict.backends import OnnxBackend
+from singleshot.predict.loading import load_model
 from singleshot.ssd import resize
-from singleshot.weights import atomic_write, load_model
+
+
+@dataclass
+class ExportConfig(Config):
+    """What ``singleshot export`` writes."""
+
+    weights: str = setting(help="weights to export: .safetensors of singleshot train, or any file convert reads")
+    format: Literal["onnx"] = setting("onnx", "file format: onnx (runs on ONNX Runtime, and on OpenVINO or TensorRT)")
+    output: str | None = setting(None, "file to write; none: beside the weights (best.onnx, best-int8.onnx)")
+    nms: bool = setting(False, "also put class-wise NMS in the graph (output: B x max_det x 6 rows), to use it alone")
+    int8: bool = setting(False, "quantise to int8 (ONNX Runtime static QDQ), calibrated on --data's training split")
+    data: str | None = setting(None, "dataset for --int8: calibration images from its train split, AP50 check on val")
+    train_split: str = setting("train", "split whose images calibrate the int8 activation ranges")
+    val_split: str = setting("val", "split on which AP50 is compared before and after int8 quantisation")
+    calibration: int = setting(200, "training images used to calibrate the int8 activation ranges")
+    calibrate: Literal[tuple(CALIBRATION_METHODS)] = setting(  # type: ignore[valid-type]
+        DEFAULT_CALIBRATION, "how activation ranges are set from the calibration images (percentile: 99.999%)"
+    )
+    float_first_conv: bool = setting(False, "keep the first convolution (raw pixels in) in float when quantising")
+    float_heads: bool = setting(False, "keep the prediction heads (scores and offsets out) in float when quantising")
+    max_drop: float = setting(1.0, "refuse to write an int8 model whose val AP50 fell by more than this (points)")
+    force: bool = setting(False, "write the int8 model even when its AP50 fell by more than --max-drop")
+    batch: int = batch_field(8)
+
+    what: ClassVar[str] = "export"
+
+    def problems(self) -> list[str]:
+        bad = []
+        if self.int8 and self.data is None:
+            bad.append("--int8 needs --data: its train split calibrates the int8 ranges, its val split checks AP50")
+        if self.calibration < 1 or self.batch < 1:
+            bad.append(f"calibration={self.calibration} and batch={self.batch} must be >= 1")
+        if self.max_drop < 0:
+            bad.append(f"max_drop={self.max_drop} must be >= 0")
+        return bad
 
 
 def output_path(config: ExportConfig) -> Path:
@@ -42,12 +79,12 @@ def calibration_images(dataset: DetectionDataset, count: int, size: tuple[int, i
 def ap50(model_file: Path, names: list[str], dataset: object, batch: int) -> float:
     """VOC07 AP50 of an exported file on ``dataset`` (ONNX Runtime, the model's own post-processing)."""
     detector = Detector(OnnxBackend(model_file), names)
-    evaluation = evaluate_model(detector, dataset, detector.device, batch, coco=False)  # type: ignore[arg-type]
+    evaluation = evaluate_model(detector, dataset, detector.device, batch=batch, coco=False)  # type: ignore[arg-type]
     assert evaluation is not None  # one process
     return evaluation.report.map50_07
 
 
-def export_model(config: ExportConfig, log: Callable[[str], None] = print) -> Path:
+def run(config: ExportConfig, *, log: Callable[[str], None] = print) -> Path:
     """Write ``config.weights`` as ONNX (see :mod:`singleshot.export`); returns the written path.
 
     With ``int8``, the float export is quantised on ``calibration`` images of the training split, and both are

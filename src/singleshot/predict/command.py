@@ -18,14 +18,24 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch.distributed as dist
 
-from singleshot.config import PredictConfig
+from singleshot.config import (
+    Config,
+    device_field,
+    exist_ok_field,
+    model_file_field,
+    name_field,
+    precision_field,
+    project_field,
+    setting,
+)
 from singleshot.distributed import DistInfo, gather_shards, process_group, shard
 from singleshot.folders import new_run_dir
+from singleshot.postprocess import PREDICT
 from singleshot.predict.detector import Detector
 from singleshot.predict.result import Result
 from singleshot.predict.sources import SourceReport, expand
@@ -34,8 +44,43 @@ from singleshot.progress import Progress
 
 
 @dataclass
+class PredictConfig(Config):
+    """What ``singleshot predict`` runs on, what it keeps and what it writes."""
+
+    weights: str = model_file_field("run")
+    source: str = setting(help="image, video, folder (images and videos in it) or glob pattern")
+    conf: float = setting(PREDICT.conf, "least score of a detection kept")
+    iou: float = setting(
+        PREDICT.iou, "IoU above which non-maximum suppression removes a lower-scoring box of its class"
+    )
+    max_det: int = setting(PREDICT.max_det, "most detections kept per image")
+    classes: list[str] | None = setting(None, "keep only these classes (names, or labels 1..C); none keeps all")
+    batch: int = setting(8, "images per forward pass (per process under torchrun)")
+    device: str = device_field()
+    precision: Literal["fp32", "bf16", "auto"] = precision_field()
+    vid_stride: int = setting(1, "predict on every n-th video frame (the written video then has only those)")
+    save: bool = setting(True, "write annotated images, videos and predictions.json (--no-save prints instead)")
+    save_txt: bool = setting(False, "also write YOLO label files (class cx cy w h conf) to labels/")
+    save_crop: bool = setting(False, "also write each detection's crop to crops/<class>/")
+    line_width: int | None = setting(None, "box line width in pixels; none scales with the image")
+    project: str = project_field("predict")
+    name: str = name_field()
+    exist_ok: bool = exist_ok_field()
+
+    what: ClassVar[str] = "predict"
+
+    def problems(self) -> list[str]:
+        bad = [f"{k}={v}" for k, v in {"batch": self.batch, "vid_stride": self.vid_stride}.items() if v < 1]
+        try:
+            PREDICT.replace(conf=self.conf, iou=self.iou, max_det=self.max_det)
+        except ValueError as exc:  # the post-processing settings' own check
+            bad.append(str(exc))
+        return bad
+
+
+@dataclass
 class PredictRun:
-    """What :func:`predict_to_folder` did: where it wrote, how many images and frames, what it skipped."""
+    """What :func:`run` did: where it wrote, how many images and frames, what it skipped."""
 
     run_dir: Path | None  # None with save=False
     images: int
@@ -95,15 +140,15 @@ def _line(result: Result) -> str:
     return f"{where}: {len(result)} detections" + (f" ({found})" if found else "")
 
 
-def predict_to_folder(config: PredictConfig, progress: bool = True, log: Callable[[str], None] = print) -> PredictRun:
+def run(config: PredictConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> PredictRun:
     """Run ``singleshot predict`` (module docstring); under ``torchrun``, as one of its processes."""
     config.validate()
     with process_group(config.device) as info:
-        return _run(config, info, progress, log)
+        return _predict_shard(config, info, progress, log)
 
 
-def _run(config: PredictConfig, info: DistInfo, progress: bool, log: Callable[[str], None]) -> PredictRun:
-    detector = Detector.from_weights(config.weights, config.device, info, config.precision)
+def _predict_shard(config: PredictConfig, info: DistInfo, progress: bool, log: Callable[[str], None]) -> PredictRun:
+    detector = Detector.from_weights(config.weights, config.device, dist=info, precision=config.precision)
     report = SourceReport()  # what the listing left out (every rank lists all sources; rank 0's counts)
     items = expand(config.source, report)
     reading = SourceReport()  # what this rank could not read
@@ -113,9 +158,9 @@ def _run(config: PredictConfig, info: DistInfo, progress: bool, log: Callable[[s
         log(f"{detector.name} on {len(items)} sources from {config.source} -> {run_dir}")
     outputs = _Outputs(run_dir, config) if run_dir is not None else None
     results = detector.predict(
-        mine, config.conf, config.iou, config.max_det, config.classes, config.batch, stream=True,
-        vid_stride=config.vid_stride, report=reading,
-    )  # fmt: skip
+        mine, conf=config.conf, iou=config.iou, max_det=config.max_det, classes=config.classes, batch=config.batch,
+        stream=True, vid_stride=config.vid_stride, report=reading,
+    )  # fmt: skip  # the options grouped by line
     entries: list[list[Any]] = []  # per source item: [(frame, coco detections without image id, file name)]
     totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     bar = Progress(results, total=None, desc="predict", enabled=progress and info.is_main)

@@ -7,11 +7,11 @@ import os
 import sys
 
 import torch
+import uvicorn
 
-from singleshot.config import ServeConfig
 from singleshot.cpu import cpu_features
 from singleshot.predict import Detector
-from singleshot.serve.app import create_app
+from singleshot.serve.app import ServeConfig, create_app
 
 #: Environment variable read for the API key when ``--api-key`` is not given (keeps it out of the process list).
 API_KEY_ENV = "SINGLESHOT_API_KEY"
@@ -27,10 +27,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def run_server(config: ServeConfig) -> None:
+def run(config: ServeConfig) -> None:
     """Serve ``config.weights`` on ``config.host:config.port`` until interrupted (see :mod:`singleshot.serve.app`)."""
-    import uvicorn
-
     config.validate()
     if config.api_key is None and os.environ.get(API_KEY_ENV):
         config.api_key = os.environ[API_KEY_ENV]
@@ -43,7 +41,7 @@ def run_server(config: ServeConfig) -> None:
         )
     threads = config.threads or cpu_features().physical_cores
     torch.set_num_threads(threads)  # here for loading; the batcher's thread sets it for itself too
-    detector = Detector.from_weights(config.weights, config.device, precision=config.precision, onnx_threads=threads)
+    detector = Detector.from_weights(config.weights, config.device, precision=config.precision, threads=threads)
     app = create_app(detector, config)
     print(
         f"singleshot serve: {detector.name} ({detector.precision} on {detector.device}, {threads} threads), classes "

@@ -16,20 +16,62 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
 from torch import Tensor
 
-from singleshot.config import ValConfig
-from singleshot.data import SYNTHETIC_VAL_SEED, open_split
+from singleshot.config import (
+    Config,
+    batch_field,
+    device_field,
+    exist_ok_field,
+    model_file_field,
+    name_field,
+    precision_field,
+    project_field,
+    setting,
+    workers_field,
+)
 from singleshot.data.dataset import EvaluationData
-from singleshot.data.synthetic import SyntheticShapes
 from singleshot.distributed import DistInfo, process_group
-from singleshot.engine.loop import evaluate_model
+from singleshot.evaluation.scoring import evaluate_model, open_eval_data
 from singleshot.folders import new_run_dir
 from singleshot.metrics import MetricReport, coco_results, confusion_matrix
 from singleshot.plots import plot_confusion_matrix, plot_pr_curves, prediction_pair, save_image
+from singleshot.postprocess import PREDICT
 from singleshot.predict import Detector
 from singleshot.types import Detection, Target
+
+
+@dataclass
+class ValConfig(Config):
+    """What ``singleshot val`` evaluates and where it writes."""
+
+    weights: str = model_file_field("evaluate")
+    data: str | None = setting(None, "dataset folder or file; none evaluates on held-out synthetic shapes")
+    split: str = setting("val", "split to evaluate (layouts without named splits: train or val of the hold-out)")
+    batch: int = batch_field(16)
+    workers: int = workers_field(0)
+    device: str = device_field()
+    precision: Literal["fp32", "bf16", "auto"] = precision_field()
+    conf: float = setting(PREDICT.conf, "score threshold of the confusion matrix and the drawn images (AP uses all)")
+    iou: float = setting(0.5, "IoU above which the confusion matrix pairs a detection with an object")
+    images: int = setting(8, "images drawn with predictions beside ground truth")
+    coco: bool = setting(True, "compute the COCO metrics with pycocotools (--no-coco skips the slow part)")
+    synthetic: int = setting(200, "held-out synthetic images to evaluate on when there is no --data")
+    project: str = project_field("val")
+    name: str = name_field()
+    exist_ok: bool = exist_ok_field()
+
+    what: ClassVar[str] = "val"
+
+    def problems(self) -> list[str]:
+        bad = [f"{k}={v}" for k, v in {"batch": self.batch, "synthetic": self.synthetic}.items() if v < 1]
+        if self.workers < 0 or self.images < 0:
+            bad.append("workers and images must be >= 0")
+        if not (0 <= self.conf <= 1 and 0 <= self.iou <= 1):
+            bad.append(f"conf={self.conf} and iou={self.iou} must be in [0, 1]")
+        return bad
 
 
 @dataclass
@@ -39,35 +81,7 @@ class ValResult:
     confusion: Tensor  # (C + 1, C + 1) counts, index 0 = background (see metrics.confusion_matrix)
 
 
-def open_eval_data(
-    data: str | Path | None, split: str, class_names: list[str], image_size: tuple[int, int], synthetic: int
-) -> tuple[EvaluationData, str]:
-    """The dataset to evaluate on, with labels in the model's class order, and a line describing it.
-
-    ``data=None`` is the held-out synthetic-shapes set of ``synthetic`` images (for models trained on them).
-    """
-    if data is None:
-        if list(class_names) != list(SyntheticShapes.classes):
-            raise ValueError(
-                f"no --data given, and the synthetic shapes {list(SyntheticShapes.classes)} are not the model's "
-                f"classes {class_names}"
-            )
-        dataset = SyntheticShapes(synthetic, image_size, seed=SYNTHETIC_VAL_SEED)
-        return dataset, f"synthetic shapes, {synthetic} held-out images"
-    dataset, report = open_split(data, split, class_names)
-    objects = sum(int(target["labels"].numel()) for _, _, target in dataset.items)
-    if objects == 0 and report.unknown_classes:
-        raise ValueError(
-            f"{data}: the {split} split has none of the model's classes {class_names}; "
-            f"its objects are of classes {report.unknown_classes} (were these weights trained on another dataset?)"
-        )
-    lines = [f"{dataset.name}: {len(dataset)} images"]
-    if report.counts:
-        lines.append(report.summary("data problems (fixed, dropped or skipped)"))
-    return dataset, "\n".join(lines)
-
-
-def validate(config: ValConfig, progress: bool = True, log: Callable[[str], None] = print) -> ValResult | None:
+def run(config: ValConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> ValResult | None:
     """Evaluate ``config.weights`` (``.safetensors`` of ``singleshot train`` or ``.onnx`` of ``singleshot export``)
     on ``config.split`` of ``config.data`` and write the run folder (module docstring).
 
@@ -77,18 +91,19 @@ def validate(config: ValConfig, progress: bool = True, log: Callable[[str], None
     """
     config.validate()
     with process_group(config.device) as info:
-        return _validate(config, info, progress, log)
+        return _evaluate_split(config, info, progress, log)
 
 
-def _validate(config: ValConfig, info: DistInfo, progress: bool, log: Callable[[str], None]) -> ValResult | None:
+def _evaluate_split(config: ValConfig, info: DistInfo, progress: bool, log: Callable[[str], None]) -> ValResult | None:
     say = log if info.is_main else (lambda _: None)
-    detector = Detector.from_weights(config.weights, config.device, info, config.precision)
+    detector = Detector.from_weights(config.weights, config.device, dist=info, precision=config.precision)
     class_names = detector.names
     dataset, description = open_eval_data(config.data, config.split, class_names, detector.image_size, config.synthetic)
     say(f"{detector.name} ({Path(config.weights).name}, {detector.precision}) on {description}")
     evaluation = evaluate_model(
-        detector, dataset, detector.device, config.batch, config.workers, config.coco, progress, desc="val", dist=info
-    )
+        detector, dataset, detector.device, batch=config.batch, workers=config.workers, coco=config.coco,
+        progress=progress, desc="val", dist=info,
+    )  # fmt: skip  # the options two to a line
     if evaluation is None:
         return None
     report, detections, ground_truths = evaluation.report, evaluation.detections, evaluation.ground_truths
@@ -99,7 +114,7 @@ def _validate(config: ValConfig, info: DistInfo, progress: bool, log: Callable[[
     results = coco_results(detections, evaluation.image_ids, dataset.category_ids)
     (run_dir / "predictions.json").write_text(json.dumps(results))
     plot_pr_curves(report, run_dir / "pr_curve.png")
-    matrix = confusion_matrix(detections, ground_truths, len(class_names), config.conf, config.iou)
+    matrix = confusion_matrix(detections, ground_truths, len(class_names), conf=config.conf, iou=config.iou)
     plot_confusion_matrix(matrix, class_names, run_dir / "confusion_matrix.png", config.conf, config.iou)
     _save_pairs(dataset, detections, ground_truths, class_names, config.conf, config.images, run_dir / "images")
 
@@ -131,4 +146,4 @@ def _save_pairs(
         save_image(pair, out / f"{k:03d}.jpg")
 
 
-__all__ = ["ValResult", "open_eval_data", "validate"]
+__all__ = ["ValConfig", "ValResult", "run"]

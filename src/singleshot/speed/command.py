@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from PIL import Image
 
-from singleshot.config import BenchmarkConfig
+from singleshot.config import Config, setting
 from singleshot.convert.torchvision import to_torchvision
 from singleshot.cpu import cpu_features
 from singleshot.data.images import read_image
@@ -34,10 +35,43 @@ from singleshot.data.synthetic import save_images
 from singleshot.export import export_onnx, quantize_int8
 from singleshot.predict import Detector
 from singleshot.predict.backends import OnnxBackend
+from singleshot.predict.loading import load_model
 from singleshot.predict.sources import SourceReport, expand, is_image
 from singleshot.ssd import resize
 from singleshot.summary import summarize
-from singleshot.weights import load_model
+
+BACKENDS = ("torch-fp32", "torch-bf16", "ort-fp32", "ort-int8")
+
+
+@dataclass
+class BenchmarkConfig(Config):
+    """What ``singleshot benchmark`` times."""
+
+    weights: str = setting(help=".safetensors weights of singleshot train (torchvision's model gets the same)")
+    source: str | None = setting(
+        None, "JPEG images (folder or glob) to time; none writes 16 synthetic 640x480 JPEGs to a temporary folder"
+    )
+    backends: list[Literal[BACKENDS]] = setting(list(BACKENDS), "backends to time (default: all)")  # type: ignore[valid-type]
+    runs: int = setting(20, "batch-1 latency measurements per backend (images taken in turn)")
+    batches: int = setting(5, "batch-8 throughput measurements per backend")
+    batch: int = setting(8, "images per batch for the throughput figure")
+    int8: str | None = setting(
+        None, "an int8 .onnx of singleshot export --int8 to time; none quantises on the benchmark images (speed only)"
+    )
+    reference: bool = setting(True, "also time torchvision's SSD carrying the same weights (--no-reference skips it)")
+    threads: int | None = setting(None, "CPU threads for every backend; none: one per physical core")
+
+    what: ClassVar[str] = "benchmark"
+
+    def problems(self) -> list[str]:
+        counts = {"runs": self.runs, "batches": self.batches, "batch": self.batch}
+        bad = [f"{k}={v} must be >= 1" for k, v in counts.items() if v < 1]
+        if self.threads is not None and self.threads < 1:
+            bad.append(f"threads={self.threads} must be >= 1")
+        if not self.backends:
+            bad.append("no backend to time")
+        return bad
+
 
 REFERENCE = "torchvision"
 #: Benchmark images that calibrate an int8 model made for timing only (no --int8 file given).
@@ -78,8 +112,8 @@ def _images(source: str) -> list[Path]:
 
 def _ours(detector: Detector) -> Callable[[Sequence[Path]], dict[str, float]]:
     """Detect on files with the model's own settings; returns the summed per-image stage milliseconds."""
-    post = detector.postprocess
-    settings = {"conf": post.score_threshold, "iou": post.nms_threshold, "max_det": post.detections_per_image}
+    own = detector.postprocess.settings
+    settings = {"conf": own.conf, "iou": own.iou, "max_det": own.max_det}
 
     def run(paths: Sequence[Path]) -> dict[str, float]:
         results = detector.predict([str(p) for p in paths], batch=len(paths), **settings)
@@ -112,7 +146,7 @@ def _int8_file(config: BenchmarkConfig, fp32: Path, paths: list[Path], size: tup
     return quantize_int8(fp32, tmp / "int8.onnx", images)
 
 
-def benchmark(config: BenchmarkConfig, log: Callable[[str], None] = print) -> dict[str, Timing]:
+def run(config: BenchmarkConfig, *, log: Callable[[str], None] = print) -> dict[str, Timing]:
     """Time every backend of ``config`` (see the module docstring); prints the table and returns the timings."""
     config.validate()
     threads = config.threads or cpu_features().physical_cores

@@ -11,10 +11,10 @@ import torch
 from conftest import write_voc_devkit
 
 from singleshot.cli import main
-from singleshot.config import ValConfig
 from singleshot.data import open_split
 from singleshot.data.synthetic import SyntheticShapes
-from singleshot.engine.validation import validate
+from singleshot.evaluation.command import ValConfig
+from singleshot.evaluation.command import run as validate
 from singleshot.metrics import evaluate_detections
 from singleshot.models import build
 from singleshot.weights import save_weights
