@@ -26,7 +26,7 @@ from torchvision.transforms import v2
 
 from singleshot.cpu import cpu_features
 from singleshot.data import open_split
-from singleshot.engine.budget import budget_seconds
+from singleshot.engine.budget import TimeBudget
 from singleshot.engine.recipe import TrainConfig
 from singleshot.engine.trainer import train
 from singleshot.evaluation import evaluate_model
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--recipe", default="recipes/bccd_scratch.yaml")
     parser.add_argument("--skip-ours", action="store_true", help="only torchvision's SSDLite")
     args = parser.parse_args()
-    budget = budget_seconds(args.budget)
+    budget = TimeBudget.parse(args.budget).seconds
     print(cpu_features().describe(), f"| torch {torch.__version__}, {torch.get_num_threads()} threads")
     rows = {}
     if not args.skip_ours:

@@ -106,7 +106,14 @@ def test_assemble_a_custom_model_from_parts() -> None:
             return [a, self.down(a)]
 
     boxes = DefaultBoxConfig.from_scales(64, [16, 8], [[2], [2, 3]])
-    model = assemble("tiny", TwoMaps(), boxes, 2, Preprocessing((64, 64), (0.5,) * 3, (0.5,) * 3), PostProcessor())
+    model = assemble(
+        "tiny",
+        TwoMaps(),
+        boxes,
+        num_classes=2,
+        preprocessing=Preprocessing((64, 64), (0.5,) * 3, (0.5,) * 3),
+        postprocess=PostProcessor(),
+    )
     assert isinstance(model, SSD)
     assert model.priors.shape[0] == 16 * 16 * 4 + 8 * 8 * 6
     losses = model.train()(

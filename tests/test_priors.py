@@ -61,27 +61,32 @@ def test_cells_are_row_major_and_layers_in_order() -> None:
 )
 def test_boxes_per_location_is_derived_from_ratios(ratios, flip, has_max, expected) -> None:
     assert boxes_per_location(ratios, flip, has_max) == expected
-    boxes = layer_default_boxes((2, 3), (60, 90), 10, 20 if has_max else None, ratios, flip=flip)
+    boxes = layer_default_boxes(
+        (2, 3), (60, 90), min_size=10, max_size=20 if has_max else None, aspect_ratios=ratios, flip=flip
+    )
     assert boxes.shape == (2 * 3 * expected, 4)
 
 
 def test_step_defaults_to_image_over_feature_and_offset() -> None:
-    boxes = layer_default_boxes((2, 4), (100, 200), 10, None, (), offset=0.5)
+    boxes = layer_default_boxes((2, 4), (100, 200), min_size=10, max_size=None, aspect_ratios=(), offset=0.5)
     centres = boxes[:, :2] * torch.tensor([200.0, 100.0])
     torch.testing.assert_close(centres[:4, 0], torch.tensor([25.0, 75.0, 125.0, 175.0]))
     torch.testing.assert_close(centres[::4, 1], torch.tensor([25.0, 75.0]))
-    shifted = layer_default_boxes((2, 4), (100, 200), 10, None, (), step=(40, 30), offset=0.0)
+    shifted = layer_default_boxes(
+        (2, 4), (100, 200), min_size=10, max_size=None, aspect_ratios=(), step=(40, 30), offset=0.0
+    )
     torch.testing.assert_close(shifted[4, :2] * torch.tensor([200.0, 100.0]), torch.tensor([0.0, 40.0]))
 
 
 def test_clip_and_clamp() -> None:
-    raw = layer_default_boxes((1, 1), (100, 100), 80, None, (3,))  # 80*sqrt(3) = 138 px wide
+    # 80*sqrt(3) = 138 px wide
+    raw = layer_default_boxes((1, 1), (100, 100), min_size=80, max_size=None, aspect_ratios=(3,))
     assert cxcywh_to_xyxy(raw).min() < 0 and raw[:, 2:].max() > 1
-    clipped = layer_default_boxes((1, 1), (100, 100), 80, None, (3,), clip=True)
+    clipped = layer_default_boxes((1, 1), (100, 100), min_size=80, max_size=None, aspect_ratios=(3,), clip=True)
     xyxy = cxcywh_to_xyxy(clipped)
     assert xyxy.min() >= 0 and xyxy.max() <= 1
     torch.testing.assert_close(xyxy[1], torch.tensor([0.0, 0.5 - 0.4 / math.sqrt(3), 1.0, 0.5 + 0.4 / math.sqrt(3)]))
-    clamped = layer_default_boxes((1, 1), (100, 100), 80, None, (3,), clamp_wh=True)
+    clamped = layer_default_boxes((1, 1), (100, 100), min_size=80, max_size=None, aspect_ratios=(3,), clamp_wh=True)
     assert clamped[1, 2] == 1.0 and clamped[1, 3] == pytest.approx(0.8 / math.sqrt(3))
 
 
@@ -102,4 +107,6 @@ def test_from_scales_designs_boxes() -> None:
 
 def test_config_rejects_inconsistent_lengths() -> None:
     with pytest.raises(ValueError, match="min_sizes"):
-        DefaultBoxConfig((300, 300), ((38, 38), (19, 19)), (30,), (60, 111), ((2,), (2,)))
+        DefaultBoxConfig(
+            (300, 300), ((38, 38), (19, 19)), min_sizes=(30,), max_sizes=(60, 111), aspect_ratios=((2,), (2,))
+        )

@@ -23,7 +23,14 @@ def test_multiply_adds_and_parameters_by_hand() -> None:
             return [self.conv(x)]
 
     boxes = DefaultBoxConfig.from_scales(32, [8], [[2]])  # 4 boxes per cell
-    model = assemble("one", One(), boxes, 2, Preprocessing((32, 32), (0.5,) * 3, (0.5,) * 3), PostProcessor())
+    model = assemble(
+        "one",
+        One(),
+        boxes,
+        num_classes=2,
+        preprocessing=Preprocessing((32, 32), (0.5,) * 3, (0.5,) * 3),
+        postprocess=PostProcessor(),
+    )
     s = summarize(model)
     backbone_macs = 8 * 8 * 8 * 3 * 9
     head_macs = 8 * 8 * (4 * 3) * 8 * 9 + 8 * 8 * (4 * 4) * 8 * 9

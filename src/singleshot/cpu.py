@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from functools import cache
 from pathlib import Path
 
@@ -31,6 +31,7 @@ class CpuFeatures:
     """Extensions present (True/False) and the core counts."""
 
     name: str
+    _: KW_ONLY
     avx2: bool
     avx512: bool
     vnni: bool

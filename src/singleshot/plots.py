@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import functools
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
 from PIL import Image
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, make_grid
@@ -40,8 +42,6 @@ def draw(
 @functools.cache
 def _font() -> str | None:
     """DejaVu Sans, which matplotlib ships (None: torchvision's small built-in font)."""
-    import matplotlib
-
     path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     return str(path) if path.is_file() else None
 
@@ -90,7 +90,7 @@ def prediction_pair(
 
 def plot_results(metrics_csv: str | Path, out_path: str | Path) -> None:
     """Loss curves and mAP per epoch from ``metrics.csv``."""
-    plt = _pyplot()
+    plt = pyplot()
     with open(metrics_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
@@ -117,9 +117,10 @@ def plot_results(metrics_csv: str | Path, out_path: str | Path) -> None:
     plt.close(fig)
 
 
-def _pyplot():
-    import matplotlib
-
+def pyplot() -> types.ModuleType:
+    """``matplotlib.pyplot`` on the Agg backend (files only, no display needed)."""
+    # Imported on the first plot, not with this module: the backend must be chosen before pyplot is imported,
+    # and pyplot costs about 0.5 s that commands drawing nothing (predict, serve) need not pay.
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -129,7 +130,7 @@ def _pyplot():
 def plot_pr_curves(report: MetricReport, out_path: str | Path) -> None:
     """Each class's precision-recall curve (its all-point AP50 in the legend) and the mean of the classes'
     interpolated curves (bold); classes without objects are left out."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5.5))
     many = len(report.class_names) > 12
     envelopes = []
@@ -163,7 +164,7 @@ def plot_confusion_matrix(
 ) -> None:
     """The ``(C + 1, C + 1)`` matrix of :func:`~singleshot.metrics.confusion_matrix` (rows: true class, columns:
     predicted class, background last), each row normalised to 1 with the raw counts written in the cells."""
-    plt = _pyplot()
+    plt = pyplot()
     order = [*range(1, len(class_names) + 1), 0]  # background last, as people read it
     m = matrix[order][:, order].double()
     names = [*class_names, "background"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import torch
@@ -49,6 +49,7 @@ def boxes_per_location(aspect_ratios: Sequence[float], flip: bool = True, has_ma
 def layer_default_boxes(
     feature_hw: HW,
     image_hw: HW,
+    *,
     min_size: float,
     max_size: float | None,
     aspect_ratios: Sequence[float],
@@ -127,6 +128,7 @@ class DefaultBoxConfig:
 
     image_size: HW
     feature_sizes: tuple[HW, ...]
+    _: KW_ONLY
     min_sizes: tuple[float, ...]
     max_sizes: tuple[float | None, ...]
     aspect_ratios: tuple[tuple[float, ...], ...]
@@ -230,6 +232,7 @@ class DefaultBoxConfig:
         image_size: HW | int,
         feature_sizes: Sequence[HW | int],
         aspect_ratios: Sequence[Sequence[float]],
+        *,
         s_min: float = 0.2,
         s_max: float = 0.9,
         last_scale: float | None = None,

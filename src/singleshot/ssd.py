@@ -95,6 +95,7 @@ class SSD(nn.Module):
         backbone: nn.Module,
         head: SSDHead,
         default_boxes: DefaultBoxConfig,
+        *,
         num_classes: int,
         preprocessing: Preprocessing,
         loss: MultiBoxLoss | None = None,

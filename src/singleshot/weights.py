@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ class WeightsMetadata:
 
     model: str
     class_names: list[str]
+    _: KW_ONLY
     image_size: tuple[int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -53,7 +54,7 @@ class WeightsMetadata:
             raise ValueError(f"{len(class_names)} class names for a model of {model.num_classes} classes")
         p = model.preprocessing
         return cls(
-            model.name, list(class_names), tuple(p.image_size), tuple(p.mean), tuple(p.std),
+            model.name, list(class_names), image_size=tuple(p.image_size), mean=tuple(p.mean), std=tuple(p.std),
             postprocess=model.postprocess.to_metadata(), default_boxes=dataclasses.asdict(model.default_boxes),
         )  # fmt: skip
 

@@ -9,25 +9,44 @@ from pathlib import Path
 import pytest
 import torch
 
-from singleshot.engine.budget import TimeBudget, budget_seconds
+from singleshot.engine.budget import TimeBudget
 from singleshot.engine.recipe import TrainConfig
 from singleshot.engine.trainer import train
 
 
 def test_durations_parse() -> None:
-    assert budget_seconds("90s") == 90 and budget_seconds("30m") == 1800 and budget_seconds("1.5h") == 5400
-    assert budget_seconds("45") == 45
+    seconds = [TimeBudget.parse(text).seconds for text in ("90s", "30m", "1.5h", "45")]
+    assert seconds == [90, 1800, 5400, 45]
+    with pytest.raises(ValueError, match=r"time_budget='ten minutes' is not a duration like 90s, 30m or 1.5h"):
+        TimeBudget.parse("ten minutes")
+    with pytest.raises(ValueError, match=r"time_budget='-1h' must be positive"):
+        TimeBudget.parse("-1h")
     with pytest.raises(ValueError, match=r"not a duration like 90s, 30m or 1.5h"):
-        budget_seconds("ten minutes")
+        TrainConfig(time_budget="soon").validate()
     with pytest.raises(ValueError, match=r"time_budget='0m' must be positive"):
         TrainConfig(time_budget="0m").validate()
 
 
 def test_budget_fraction_counts_earlier_runs() -> None:
-    budget = TimeBudget(10.0, used_before=4.0)
+    budget = TimeBudget(10.0)
+    budget.resume(used_before=4.0)
     budget.start()
+    assert budget.used_before == 4.0 and budget.left_at_start() == 6.0
     assert 0.4 <= budget.fraction() < 0.45 and not budget.expired()
-    assert TimeBudget(10.0, used_before=10.0).expired()
+    spent = TimeBudget(10.0)
+    spent.resume(used_before=10.0)
+    assert spent.expired()
+
+
+def test_time_kept_for_the_final_evaluation_ends_training_earlier() -> None:
+    budget = TimeBudget(10.0)
+    budget.resume(used_before=6.0)
+    budget.start()
+    assert not budget.expired() and budget.fraction() < 0.65
+    budget.keep_for_final_evaluation(4.0)
+    assert budget.expired() and budget.fraction() == 1.0
+    budget.keep_for_final_evaluation(2.0)  # replaces, does not add to, the earlier reserve
+    assert not budget.expired() and 0.75 <= budget.fraction() < 0.8
 
 
 def _budget_config(tmp_path: Path, budget: float, **changes: object) -> TrainConfig:

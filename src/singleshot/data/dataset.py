@@ -29,7 +29,7 @@ from __future__ import annotations
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -58,6 +58,7 @@ class Record:
     boxes: list[list[float]]
     labels: list[int]
     difficult: list[bool]
+    _: KW_ONLY
     declared_size: tuple[int, int] | None = None  # (W, H) written in the annotation
     normalized: bool = False  # YOLO: boxes are fractions of the image side
     source_id: int | None = None  # the image's id in the annotation file (COCO)

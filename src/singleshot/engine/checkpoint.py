@@ -2,7 +2,7 @@
 
 The state (model, optimizer, scheduler, scaler, EMA, position, RNG states, config) is written with
 ``torch.save`` to a temporary file in the same folder, flushed to disk, then renamed over the old one
-(:func:`~singleshot.weights.atomic_write`), so a kill at any moment leaves either the old or the new checkpoint,
+(:func:`~singleshot.folders.atomic_write`), so a kill at any moment leaves either the old or the new checkpoint,
 never a torn one. It is read with ``torch.load(weights_only=True)``: plain containers, tensors and numbers only.
 """
 

@@ -19,7 +19,7 @@ from singleshot.config import (
     workers_field,
 )
 from singleshot.data.transforms import PRESETS
-from singleshot.engine.budget import budget_seconds
+from singleshot.engine.budget import TimeBudget
 
 
 @dataclass
@@ -94,7 +94,7 @@ class TrainConfig(Config):
             bad.append(f"ema_decay={self.ema_decay}")
         if self.time_budget is not None:
             try:
-                budget_seconds(self.time_budget)
+                TimeBudget.parse(self.time_budget)
             except ValueError as exc:
                 bad.append(str(exc))
         return bad

@@ -27,7 +27,7 @@ from singleshot.data import DataBundle, open_dataset, synthetic_bundle
 from singleshot.data.loader import Augmented, EpochSampler, make_loader
 from singleshot.data.transforms import build_transforms
 from singleshot.distributed import DistInfo, broadcast_buffers, process_group, resolve_device
-from singleshot.engine.budget import TimeBudget, budget_seconds
+from singleshot.engine.budget import TimeBudget
 from singleshot.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from singleshot.engine.ema import ModelEMA
 from singleshot.engine.loop import (
@@ -161,7 +161,9 @@ def make_optimization(
         if has_bn and device.type == "cuda":
             net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    return Optimization(net, model, optimizer, scheduler, device, amp, scaler, ema, config.grad_clip)
+    return Optimization(
+        net, model, optimizer, scheduler, device, amp=amp, scaler=scaler, ema=ema, grad_clip=config.grad_clip
+    )
 
 
 def resume_point(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any], Path]:
@@ -211,7 +213,7 @@ class Trainer:
         self.loader = make_loader(self.train_view, config.batch, self.sampler, config.workers)
         self.steps_per_epoch = math.ceil(len(self.sampler) / config.batch)
 
-        self.budget = TimeBudget(budget_seconds(config.time_budget)) if config.time_budget else None
+        self.budget = TimeBudget.parse(config.time_budget) if config.time_budget else None
         self.optim = make_optimization(self.model, config, self.device, self.dist, self.steps_per_epoch, self.budget)
         self.position = Position()
         self.best_map50 = -1.0
@@ -271,7 +273,7 @@ class Trainer:
         if self.optim.amp is None and self.device.type == "cpu" and c.amp == "auto" and bf16_is_native(self.device):
             self._log("this CPU computes bf16 natively (AMX/AVX512-BF16): --amp bf16 may train faster (SSD300: 4x)")
         if self.budget is not None:
-            left = self.budget.seconds - self.budget.used_before
+            left = self.budget.left_at_start()
             self._log(f"time budget {self.budget.seconds:.0f} s ({left:.0f} s left): the schedule follows the clock")
             self.budget.start(at=self.created)
 
@@ -338,7 +340,7 @@ class Trainer:
         assert evaluation is not None  # a single process (rank 0) evaluates during training
         report = evaluation.report
         if self.budget is not None:  # keep time for the final evaluation
-            self.budget.reserve = time.perf_counter() - started
+            self.budget.keep_for_final_evaluation(time.perf_counter() - started)
         self.final_map50 = report.map50_07
         if report.map50_07 > self.best_map50:
             self.best_map50 = report.map50_07
@@ -426,7 +428,7 @@ class Trainer:
         self.position = Position(int(state["epoch"]), int(state["step_in_epoch"]), int(state["global_step"]))
         self.best_map50 = float(state["best_map50"])
         if self.budget is not None:
-            self.budget.used_before = float(state.get("budget_used", 0.0))
+            self.budget.resume(float(state.get("budget_used", 0.0)))
         set_rng_state(state["rng"])
         self._log(f"resumed {self.run_dir} at {self.position.describe()} (global {self.position.global_step})")
 

@@ -116,7 +116,9 @@ def _evaluate_split(config: ValConfig, info: DistInfo, progress: bool, log: Call
     plot_pr_curves(report, run_dir / "pr_curve.png")
     matrix = confusion_matrix(detections, ground_truths, len(class_names), conf=config.conf, iou=config.iou)
     plot_confusion_matrix(matrix, class_names, run_dir / "confusion_matrix.png", config.conf, config.iou)
-    _save_pairs(dataset, detections, ground_truths, class_names, config.conf, config.images, run_dir / "images")
+    _save_pairs(
+        dataset, detections, ground_truths, class_names, conf=config.conf, count=config.images, out=run_dir / "images"
+    )
 
     say(report.table())
     say(
@@ -132,6 +134,7 @@ def _save_pairs(
     detections: list[Detection],
     ground_truths: list[Target],
     class_names: list[str],
+    *,
     conf: float,
     count: int,
     out: Path,

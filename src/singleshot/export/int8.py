@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from singleshot.folders import atomic_write
 from singleshot.onnx_format import INPUT, read_metadata
@@ -64,9 +66,6 @@ def quantize_int8(
         images: calibration batches, ``(1, 3, H, W)`` uint8 RGB at the model's input size.
         method: ``minmax``, ``entropy`` or ``percentile`` (99.999%) activation ranges.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
     fp32_path, out_path = Path(fp32_path), Path(out_path)

@@ -14,6 +14,8 @@ import math
 from collections.abc import Sequence
 
 import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from singleshot.boxes import box_area, xyxy_to_xywh
 from singleshot.types import Detection, Target
@@ -76,8 +78,6 @@ def coco_results(
 def coco_evaluate(ground_truth: dict, results: list[dict]):
     """Run ``pycocotools``' ``COCOeval`` (bbox) on in-memory ground truth and results; returns the evaluator
     after ``summarize()`` (its printing swallowed; ``stats`` holds :data:`COCO_STATS`)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()

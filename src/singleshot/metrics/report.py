@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ class MetricReport:
 
     class_names: list[str]
     num_images: int
+    _: KW_ONLY
     num_positives: list[int]
     num_detections: list[int]
     ap50_07: list[float]
@@ -128,6 +129,7 @@ def evaluate_detections(
     detections: Sequence[Detection],
     ground_truths: Sequence[Target],
     class_names: Sequence[str],
+    *,
     iou_threshold: float = 0.5,
     coco: bool = True,
     image_ids: Sequence[int] | None = None,
@@ -150,7 +152,15 @@ def evaluate_detections(
     npos = matches.num_positives[1:].tolist()
     ap07, ap = class_aps(curves, npos, True), class_aps(curves, npos, False)
     ndet = [int(((matches.labels == c) & ~matches.ignored).sum()) for c in range(1, num_classes + 1)]
-    report = MetricReport(list(class_names), len(ground_truths), npos, ndet, ap07, ap, curves)
+    report = MetricReport(
+        list(class_names),
+        len(ground_truths),
+        num_positives=npos,
+        num_detections=ndet,
+        ap50_07=ap07,
+        ap50=ap,
+        curves=curves,
+    )
     if coco:
         evaluator = coco_evaluate(
             coco_ground_truth(ground_truths, class_names, image_ids, category_ids),

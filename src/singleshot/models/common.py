@@ -40,6 +40,7 @@ def assemble(
     name: str,
     backbone: nn.Module,
     default_boxes: DefaultBoxConfig,
+    *,
     num_classes: int,
     preprocessing: Preprocessing,
     postprocess: PostProcessor,

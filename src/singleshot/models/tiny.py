@@ -15,7 +15,9 @@ from singleshot.priors import DefaultBoxConfig
 from singleshot.ssd import SSD, Preprocessing
 
 #: Boxes for the five maps of a 160x160 input: scales 0.1 .. 0.85 by the paper's rule (eq. 4), ratios {2, 3}.
-TINY160_BOXES = DefaultBoxConfig.from_scales(160, [20, 10, 5, 3, 1], [[2], [2, 3], [2, 3], [2], [2]], 0.1, 0.85)
+TINY160_BOXES = DefaultBoxConfig.from_scales(
+    160, [20, 10, 5, 3, 1], [[2], [2, 3], [2, 3], [2], [2]], s_min=0.1, s_max=0.85
+)
 
 
 def _conv(in_c: int, out_c: int, stride: int = 1, padding: int = 1) -> nn.Sequential:

@@ -153,6 +153,7 @@ def _vgg_ssd(
     name: str,
     extras: Sequence[ExtraLayer],
     boxes: DefaultBoxConfig,
+    *,
     num_classes: int,
     batch_norm: bool,
     postprocess: PostProcessor | None,
@@ -176,7 +177,15 @@ def ssd300_vgg16(
     image_size: int | tuple[int, int] | None = None,
 ) -> SSD:
     """SSD300 on VGG16 (the paper's main model): 300x300 input, 8732 default boxes."""
-    return _vgg_ssd("ssd300_vgg16", SSD300_EXTRAS, default_boxes, num_classes, False, postprocess, image_size)
+    return _vgg_ssd(
+        "ssd300_vgg16",
+        SSD300_EXTRAS,
+        default_boxes,
+        num_classes=num_classes,
+        batch_norm=False,
+        postprocess=postprocess,
+        image_size=image_size,
+    )
 
 
 def ssd512_vgg16(
@@ -186,7 +195,15 @@ def ssd512_vgg16(
     image_size: int | tuple[int, int] | None = None,
 ) -> SSD:
     """SSD512 on VGG16: 512x512 input, 24564 default boxes."""
-    return _vgg_ssd("ssd512_vgg16", SSD512_EXTRAS, default_boxes, num_classes, False, postprocess, image_size)
+    return _vgg_ssd(
+        "ssd512_vgg16",
+        SSD512_EXTRAS,
+        default_boxes,
+        num_classes=num_classes,
+        batch_norm=False,
+        postprocess=postprocess,
+        image_size=image_size,
+    )
 
 
 def ssd300_vgg16_bn(
@@ -196,4 +213,12 @@ def ssd300_vgg16_bn(
     image_size: int | tuple[int, int] | None = None,
 ) -> SSD:
     """SSD300 on VGG16 with batch norm throughout, for training from scratch; boxes as SSD300."""
-    return _vgg_ssd("ssd300_vgg16_bn", SSD300_EXTRAS, default_boxes, num_classes, True, postprocess, image_size)
+    return _vgg_ssd(
+        "ssd300_vgg16_bn",
+        SSD300_EXTRAS,
+        default_boxes,
+        num_classes=num_classes,
+        batch_norm=True,
+        postprocess=postprocess,
+        image_size=image_size,
+    )

@@ -97,9 +97,9 @@ class OnnxBackend:
     """
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        try:
+        try:  # imported here to keep onnxruntime optional for `import singleshot` (PyTorch weights need only torch)
             import onnxruntime as ort
-        except ImportError as exc:  # a dependency, but a trimmed install may lack it
+        except ImportError as exc:
             raise ImportError(f"{path}: ONNX models run with the onnxruntime package: pip install onnxruntime") from exc
         path = Path(path)
         if not path.is_file():

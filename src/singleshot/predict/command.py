@@ -15,7 +15,7 @@ Under ``torchrun`` each process predicts its share of the sources (whole files) 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -144,27 +144,42 @@ def run(config: PredictConfig, *, progress: bool = True, log: Callable[[str], No
     """Run ``singleshot predict`` (module docstring); under ``torchrun``, as one of its processes."""
     config.validate()
     with process_group(config.device) as info:
-        return _predict_shard(config, info, progress, log)
+        detector = Detector.from_weights(config.weights, config.device, dist=info, precision=config.precision)
+        report = SourceReport()  # what the listing left out (every rank lists all sources; rank 0's counts)
+        items = expand(config.source, report)
+        reading = SourceReport()  # what this rank could not read
+        run_dir = _shared_run_dir(config, info) if config.save else None
+        if run_dir is not None and info.is_main:
+            log(f"{detector.name} on {len(items)} sources from {config.source} -> {run_dir}")
+        results = detector.predict(
+            [items[i] for i in shard(len(items), info)], conf=config.conf, iou=config.iou, max_det=config.max_det,
+            classes=config.classes, batch=config.batch, stream=True, vid_stride=config.vid_stride, report=reading,
+        )  # fmt: skip  # the options grouped by line
+        outputs = _Outputs(run_dir, config) if run_dir is not None else None
+        mine = _consume(results, outputs, progress and info.is_main, log)
+        return _gather(mine, reading, report, run_dir, info, log)
 
 
-def _predict_shard(config: PredictConfig, info: DistInfo, progress: bool, log: Callable[[str], None]) -> PredictRun:
-    detector = Detector.from_weights(config.weights, config.device, dist=info, precision=config.precision)
-    report = SourceReport()  # what the listing left out (every rank lists all sources; rank 0's counts)
-    items = expand(config.source, report)
-    reading = SourceReport()  # what this rank could not read
-    mine = [items[i] for i in shard(len(items), info)]
-    run_dir = _shared_run_dir(config, info) if config.save else None
-    if run_dir is not None and info.is_main:
-        log(f"{detector.name} on {len(items)} sources from {config.source} -> {run_dir}")
-    outputs = _Outputs(run_dir, config) if run_dir is not None else None
-    results = detector.predict(
-        mine, conf=config.conf, iou=config.iou, max_det=config.max_det, classes=config.classes, batch=config.batch,
-        stream=True, vid_stride=config.vid_stride, report=reading,
-    )  # fmt: skip  # the options grouped by line
-    entries: list[list[Any]] = []  # per source item: [(frame, coco detections without image id, file name)]
-    totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
-    bar = Progress(results, total=None, desc="predict", enabled=progress and info.is_main)
-    count = 0
+#: The stages each result's ``speed`` times, in milliseconds.
+STAGES = ("preprocess", "inference", "postprocess")
+
+
+@dataclass
+class _Shard:
+    """What one process predicted: per source item ``[(frame, COCO rows without image id, file name)]``, the
+    images and frames, and the summed milliseconds per stage."""
+
+    entries: list[list[Any]] = field(default_factory=list)
+    count: int = 0
+    totals: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("preprocess", "inference", "postprocess"), 0.0)
+    )
+
+
+def _consume(results: Iterator[Result], outputs: _Outputs | None, progress: bool, log: Callable[[str], None]) -> _Shard:
+    """Write each result's files (or log a line per result when nothing is saved), under a progress bar."""
+    mine = _Shard()
+    bar = Progress(results, total=None, desc="predict", enabled=progress)
     previous: Result | None = None
     try:
         for result in bar:
@@ -175,29 +190,41 @@ def _predict_shard(config: PredictConfig, info: DistInfo, progress: bool, log: C
                 or result.path != previous.path
                 or result.frame <= previous.frame
             ):  # an image, or the first frame of a video
-                entries.append([])
+                mine.entries.append([])
             previous = result
-            count += 1
-            for k in totals:
-                totals[k] += result.speed[k]
-            name, stem = _names(result, len(entries) - 1)
-            entries[-1].append((result.frame, result.to_coco(image_id=-1), name))
+            mine.count += 1
+            for k in mine.totals:
+                mine.totals[k] += result.speed[k]
+            name, stem = _names(result, len(mine.entries) - 1)
+            mine.entries[-1].append((result.frame, result.to_coco(image_id=-1), name))
             if outputs is not None:
                 outputs.add(result, name, stem)
             else:
                 log(_line(result))
-            bar.set_postfix({"img/s": f"{count / max(1e-9, sum(totals.values()) / 1e3):.1f}"})
+            bar.set_postfix({"img/s": f"{mine.count / max(1e-9, sum(mine.totals.values()) / 1e3):.1f}"})
     finally:
         if outputs is not None:
             outputs.close()
         bar.close()
-    merged = gather_shards(entries, info)
-    counts = gather_shards([(count, totals, reading)], info)
+    return mine
+
+
+def _gather(
+    mine: _Shard,
+    reading: SourceReport,
+    report: SourceReport,
+    run_dir: Path | None,
+    info: DistInfo,
+    log: Callable[[str], None],
+) -> PredictRun:
+    """Rank 0: every process's results in source order, ``predictions.json`` written, the summary logged."""
+    merged = gather_shards(mine.entries, info)
+    counts = gather_shards([(mine.count, mine.totals, reading)], info)
     if merged is None or counts is None:
-        return PredictRun(run_dir, count, 0, [], reading)
+        return PredictRun(run_dir, mine.count, 0, [], reading)
     predictions = _number(merged)
     images = sum(c[0] for c in counts)
-    speed = {k: sum(c[1][k] for c in counts) / max(1, images) for k in totals}
+    speed = {k: sum(c[1][k] for c in counts) / max(1, images) for k in mine.totals}
     for _, _, rank_reading in counts:
         report.merge(rank_reading)
     if run_dir is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ class Result:
     boxes: Tensor
     scores: Tensor
     labels: Tensor
+    _: KW_ONLY
     names: list[str]
     orig_size: tuple[int, int]
     path: Path | None = None

@@ -15,11 +15,12 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import torch
 from PIL import Image
@@ -39,6 +40,7 @@ class Frame:
     image: Tensor
     orig_size: tuple[int, int]
     path: Path | None = None
+    _: KW_ONLY
     frame: int | None = None  # index of a video frame (in the video, counting skipped frames)
     fps: float | None = None  # a video's frame rate
     read_ms: float = 0.0
@@ -155,8 +157,6 @@ def video_frames(path: Path, stride: int = 1, reduce_to: int | None = None) -> I
     Raises:
         ValueError: not a video PyAV can open, or no video stream in it (naming the file).
     """
-    import av
-
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
@@ -178,7 +178,15 @@ def video_frames(path: Path, stride: int = 1, reduce_to: int | None = None) -> I
                     else:
                         image = _rgb(decoded, decoded.width // factor, decoded.height // factor)
                         reload = partial(_rgb, decoded)
-                    yield Frame(image, size, path, index, fps, (time.perf_counter() - start) * 1e3, reload)
+                    yield Frame(
+                        image,
+                        size,
+                        path,
+                        frame=index,
+                        fps=fps,
+                        read_ms=(time.perf_counter() - start) * 1e3,
+                        reload=reload,
+                    )
                 start = time.perf_counter()
         except av.error.FFmpegError as exc:
             raise ValueError(f"{path}: corrupt video data ({exc})") from exc

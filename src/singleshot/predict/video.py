@@ -6,6 +6,7 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 
 
@@ -14,8 +15,6 @@ class VideoWriter:
     (an odd width or height loses its last column or row: H.264's 4:2:0 colour needs even sides)."""
 
     def __init__(self, path: str | Path, fps: float) -> None:
-        import av
-
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.container = av.open(str(self.path), mode="w")
@@ -24,8 +23,6 @@ class VideoWriter:
         self.frames = 0
 
     def write(self, rgb: np.ndarray) -> None:
-        import av
-
         h, w = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
         if self.stream is None:
             self.stream = self.container.add_stream("libx264", rate=self.rate)

@@ -11,6 +11,9 @@ is decoded, and decoding runs on at most one thread per core; inference runs on 
 thread, never on the event loop, and a full queue answers 429 with ``Retry-After``. With an API key, every endpoint
 but ``/health/*`` needs ``Authorization: Bearer KEY`` (or HTTP Basic with the key as password, which a browser
 asks for when it opens the page), compared in constant time.
+
+The endpoints, the exception handlers and the API key check are module functions: they read the served detector,
+its config, the page, the decoder limiter and the batcher from ``request.app.state``, which :func:`create_app` sets.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -90,116 +93,172 @@ class _RequestError(Exception):
 def create_app(detector: Detector, config: ServeConfig) -> FastAPI:
     """The application serving ``detector`` under ``config``'s limits (module docstring); the batcher and its
     warm-up start with the application (``with TestClient(app)`` or a server) and stop with it."""
-    page = resources.files("singleshot.serve").joinpath("page.html").read_text(encoding="utf-8")
-    limit = int(config.max_upload_mb * 2**20)
+    app = FastAPI(
+        title="singleshot",
+        summary=f"SSD detector {detector.name}",
+        lifespan=_lifespan,
+        exception_handlers={_RequestError: _problem, RequestValidationError: _invalid},
+    )
     threads = config.threads or cpu_features().physical_cores
-    decoders = anyio.CapacityLimiter(threads)
-    reduce_to = max(detector.image_size)
+    app.state.detector, app.state.config, app.state.threads = detector, config, threads
+    app.state.page = resources.files("singleshot.serve").joinpath("page.html").read_text(encoding="utf-8")
+    app.state.upload_limit = int(config.max_upload_mb * 2**20)
+    app.state.decoders = anyio.CapacityLimiter(threads)
+    app.add_api_route("/health/live", live, methods=["GET"])
+    app.add_api_route("/health/ready", ready, methods=["GET"])
+    app.add_api_route("/metadata", metadata, methods=["GET"], dependencies=[Depends(_key)])
+    app.add_api_route("/", index, methods=["GET"], response_class=HTMLResponse, dependencies=[Depends(_page_key)])
+    app.add_api_route("/predict", predict, methods=["POST"], dependencies=[Depends(_key)])
+    return app
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        batcher = MicroBatcher(_runner(detector, threads), config.max_batch, config.max_wait_ms, config.max_queue)
-        app.state.batcher, app.state.ready = batcher, False
-        warm_up = torch.zeros(3, *detector.image_size, dtype=torch.uint8)
-        future = batcher.submit((warm_up, tuple(detector.image_size), detector.postprocess.settings))
-        future.add_done_callback(lambda f: setattr(app.state, "ready", f.exception() is None))
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start the batcher and its warm-up batch (``app.state.ready`` once it has run); close the batcher at the end."""
+    detector: Detector = app.state.detector
+    config: ServeConfig = app.state.config
+    batcher = MicroBatcher(_runner(detector, app.state.threads), config.max_batch, config.max_wait_ms, config.max_queue)
+    app.state.batcher, app.state.ready = batcher, False
+    warm_up = torch.zeros(3, *detector.image_size, dtype=torch.uint8)
+    future = batcher.submit((warm_up, tuple(detector.image_size), detector.postprocess.settings))
+    future.add_done_callback(lambda f: setattr(app.state, "ready", f.exception() is None))
+    try:
+        yield
+    finally:
+        await anyio.to_thread.run_sync(batcher.close)
+
+
+async def _problem(_: Request, exc: _RequestError) -> JSONResponse:
+    """A :class:`_RequestError` as ``{"detail": ...}`` with its status and headers."""
+    return JSONResponse({"detail": exc.detail}, exc.status, headers=exc.headers)
+
+
+async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    """A failed validation (query parameters) as a 400 naming each problem."""
+    where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return JSONResponse({"detail": f"invalid request: {where}"}, 400)
+
+
+def _check_key(request: Request, page: bool) -> None:
+    """Refuse a request without ``app.state.config.api_key`` (none when it is None): ``Bearer KEY``, or HTTP Basic
+    with the key as password; for the page, the 401 asks a browser for Basic credentials."""
+    api_key: str | None = request.app.state.config.api_key
+    if api_key is None:
+        return
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    given = credential.strip() if scheme.lower() == "bearer" else ""
+    if scheme.lower() == "basic":
         try:
-            yield
-        finally:
-            await anyio.to_thread.run_sync(batcher.close)
-
-    app = FastAPI(title="singleshot", summary=f"SSD detector {detector.name}", lifespan=lifespan)
-    key = _key_check(config.api_key)
-
-    @app.exception_handler(_RequestError)
-    async def problem(_: Request, exc: _RequestError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, exc.status, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return JSONResponse({"detail": f"invalid request: {where}"}, 400)
-
-    @app.get("/health/live")
-    async def live() -> dict[str, str]:
-        return {"status": "live"}
-
-    @app.get("/health/ready")
-    async def ready(request: Request) -> JSONResponse:
-        stats = request.app.state.batcher.snapshot()
-        if not request.app.state.ready:
-            return JSONResponse({"status": "warming up", **stats}, 503)
-        return JSONResponse({"status": "ready", **stats})
-
-    @app.get("/metadata", dependencies=[Depends(key)])
-    async def metadata() -> dict[str, Any]:
-        return {
-            "model": detector.name,
-            "classes": detector.names,
-            "input_size": list(detector.image_size),
-            "backend": "onnxruntime" if isinstance(detector.backend, OnnxBackend) else "pytorch",
-            "precision": detector.precision,
-            "device": str(detector.device),
-            "defaults": {"conf": PREDICT.conf, "iou": PREDICT.iou, "max_det": PREDICT.max_det},
-            "limits": {
-                "max_batch": config.max_batch,
-                "max_wait_ms": config.max_wait_ms,
-                "max_queue": config.max_queue,
-                "max_upload_mb": config.max_upload_mb,
-            },
-        }
-
-    @app.get("/", response_class=HTMLResponse, dependencies=[Depends(_key_check(config.api_key, page=True))])
-    async def index() -> HTMLResponse:
-        return HTMLResponse(page)
-
-    @app.post("/predict", dependencies=[Depends(key)])
-    async def predict(
-        request: Request,
-        conf: Annotated[float, Query(ge=0, le=1, description="least score kept")] = PREDICT.conf,
-        iou: Annotated[float, Query(ge=0, le=1, description="NMS IoU threshold")] = PREDICT.iou,
-        max_det: Annotated[int, Query(ge=1, le=10_000, description="most detections kept")] = PREDICT.max_det,
-        classes: Annotated[list[str] | None, Query(description="keep only these classes: names or labels")] = None,
-    ) -> JSONResponse:
-        started = time.perf_counter()
-        wanted = [c.strip() for item in classes or [] for c in item.split(",") if c.strip()]
-        try:
-            labels = detector.class_labels(wanted) if wanted else None
-        except ValueError as exc:
-            raise _RequestError(400, str(exc)) from None
-        name, data = await _upload(request, limit)
-        received = time.perf_counter()
-        try:
-            image, info = await anyio.to_thread.run_sync(
-                lambda: decode_image_bytes(data, name, reduce_to=reduce_to), limiter=decoders
-            )
-        except ImageError as exc:
-            raise _RequestError(400, str(exc)) from None
-        decoded = time.perf_counter()
-        settings = detector.postprocess.settings.replace(conf=conf, iou=iou, max_det=max_det, classes=labels)
-        try:
-            future = request.app.state.batcher.submit((image, (info.height, info.width), settings))
-        except QueueFullError as exc:
-            raise _RequestError(429, f"server busy: {exc}", {"Retry-After": str(RETRY_AFTER_S)}) from None
-        (detection, ms, batch_size), queued_ms = await _result(request, future)
-        timings = {
-            "read": (received - started) * 1e3,
-            "decode": (decoded - received) * 1e3,
-            "queue": queued_ms,
-            **ms,
-            "total": (time.perf_counter() - started) * 1e3,
-        }
-        return JSONResponse(
-            {
-                "model": detector.name,
-                "image": {"name": name, "width": info.width, "height": info.height},
-                "detections": _detections(detection, detector.names),
-                "batch_size": batch_size,
-                "timings_ms": {k: round(v, 3) for k, v in timings.items()},
-            }
+            given = base64.b64decode(credential.strip(), validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            given = ""
+    if not hmac.compare_digest(given.encode(), api_key.encode()):
+        challenge = 'Basic realm="singleshot"' if page else 'Bearer realm="singleshot"'
+        raise _RequestError(
+            401, "missing or wrong API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": challenge}
         )
 
-    return app
+
+async def _key(request: Request) -> None:  # async: FastAPI would run a plain function on a thread
+    """Dependency: the API key check of every endpoint but ``/health/*`` and the page."""
+    _check_key(request, page=False)
+
+
+async def _page_key(request: Request) -> None:
+    """Dependency: the API key check of the page (a 401 asks a browser for Basic credentials)."""
+    _check_key(request, page=True)
+
+
+# -- the endpoints: they read the detector, config, page, decoder limiter and batcher from ``request.app.state``;
+# comments rather than docstrings, which FastAPI would publish as the endpoints' OpenAPI descriptions.
+
+
+# Always ``{"status": "live"}``.
+async def live() -> dict[str, str]:
+    return {"status": "live"}
+
+
+# 200 once the warm-up batch has run, else 503; with the batcher's counters.
+async def ready(request: Request) -> JSONResponse:
+    stats = request.app.state.batcher.snapshot()
+    if not request.app.state.ready:
+        return JSONResponse({"status": "warming up", **stats}, 503)
+    return JSONResponse({"status": "ready", **stats})
+
+
+# The model, its classes, input size, backend, precision and device; the defaults and the limits.
+async def metadata(request: Request) -> dict[str, Any]:
+    detector: Detector = request.app.state.detector
+    config: ServeConfig = request.app.state.config
+    return {
+        "model": detector.name,
+        "classes": detector.names,
+        "input_size": list(detector.image_size),
+        "backend": "onnxruntime" if isinstance(detector.backend, OnnxBackend) else "pytorch",
+        "precision": detector.precision,
+        "device": str(detector.device),
+        "defaults": {"conf": PREDICT.conf, "iou": PREDICT.iou, "max_det": PREDICT.max_det},
+        "limits": {
+            "max_batch": config.max_batch,
+            "max_wait_ms": config.max_wait_ms,
+            "max_queue": config.max_queue,
+            "max_upload_mb": config.max_upload_mb,
+        },
+    }
+
+
+# The page (:file:`page.html`).
+async def index(request: Request) -> HTMLResponse:
+    return HTMLResponse(request.app.state.page)
+
+
+# The detections in the uploaded image's pixels, with the timings (module docstring).
+async def predict(
+    request: Request,
+    conf: Annotated[float, Query(ge=0, le=1, description="least score kept")] = PREDICT.conf,
+    iou: Annotated[float, Query(ge=0, le=1, description="NMS IoU threshold")] = PREDICT.iou,
+    max_det: Annotated[int, Query(ge=1, le=10_000, description="most detections kept")] = PREDICT.max_det,
+    classes: Annotated[list[str] | None, Query(description="keep only these classes: names or labels")] = None,
+) -> JSONResponse:
+    detector: Detector = request.app.state.detector
+    started = time.perf_counter()
+    wanted = [c.strip() for item in classes or [] for c in item.split(",") if c.strip()]
+    try:
+        labels = detector.class_labels(wanted) if wanted else None
+    except ValueError as exc:
+        raise _RequestError(400, str(exc)) from None
+    name, data = await _upload(request, request.app.state.upload_limit)
+    received = time.perf_counter()
+    reduce_to = max(detector.image_size)
+    try:
+        image, info = await anyio.to_thread.run_sync(
+            lambda: decode_image_bytes(data, name, reduce_to=reduce_to), limiter=request.app.state.decoders
+        )
+    except ImageError as exc:
+        raise _RequestError(400, str(exc)) from None
+    decoded = time.perf_counter()
+    settings = detector.postprocess.settings.replace(conf=conf, iou=iou, max_det=max_det, classes=labels)
+    try:
+        future = request.app.state.batcher.submit((image, (info.height, info.width), settings))
+    except QueueFullError as exc:
+        raise _RequestError(429, f"server busy: {exc}", {"Retry-After": str(RETRY_AFTER_S)}) from None
+    (detection, ms, batch_size), queued_ms = await _result(request, future)
+    timings = {
+        "read": (received - started) * 1e3,
+        "decode": (decoded - received) * 1e3,
+        "queue": queued_ms,
+        **ms,
+        "total": (time.perf_counter() - started) * 1e3,
+    }
+    return JSONResponse(
+        {
+            "model": detector.name,
+            "image": {"name": name, "width": info.width, "height": info.height},
+            "detections": _detections(detection, detector.names),
+            "batch_size": batch_size,
+            "timings_ms": {k: round(v, 3) for k, v in timings.items()},
+        }
+    )
 
 
 def _runner(detector: Detector, threads: int) -> BatchRunner:
@@ -311,26 +370,3 @@ async def _result(request: Request, future: Any) -> Any:
         if await request.is_disconnected():
             waiting.cancel()
             raise _RequestError(499, "client disconnected")
-
-
-def _key_check(api_key: str | None, page: bool = False) -> Callable[[Request], Awaitable[None]]:
-    """A dependency refusing requests without the API key (none when ``api_key`` is None): ``Bearer KEY``, or
-    HTTP Basic with the key as password; for the page, the 401 asks a browser for Basic credentials."""
-
-    async def check(request: Request) -> None:  # async: FastAPI would run a plain function on a thread
-        if api_key is None:
-            return
-        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-        given = credential.strip() if scheme.lower() == "bearer" else ""
-        if scheme.lower() == "basic":
-            try:
-                given = base64.b64decode(credential.strip(), validate=True).decode().partition(":")[2]
-            except (binascii.Error, UnicodeDecodeError):
-                given = ""
-        if not hmac.compare_digest(given.encode(), api_key.encode()):
-            challenge = 'Basic realm="singleshot"' if page else 'Bearer realm="singleshot"'
-            raise _RequestError(
-                401, "missing or wrong API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": challenge}
-            )
-
-    return check

@@ -26,6 +26,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from singleshot.config import Config, setting
 from singleshot.convert.torchvision import to_torchvision
@@ -125,7 +126,6 @@ def _ours(detector: Detector) -> Callable[[Sequence[Path]], dict[str, float]]:
 def _torchvision(model: torch.nn.Module) -> Callable[[Sequence[Path]], dict[str, float]]:
     """torchvision's usual way: decode with PIL, ``pil_to_tensor``, floats in [0, 1], the model's own transform
     (``torchvision.io``'s decoders are deprecated since torchvision 0.29)."""
-    from torchvision.transforms.v2.functional import pil_to_tensor
 
     def run(paths: Sequence[Path]) -> dict[str, float]:
         images = []

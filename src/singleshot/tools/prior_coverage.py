@@ -26,6 +26,7 @@ from singleshot.data.dataset import DetectionDataset
 from singleshot.data.images import probe
 from singleshot.folders import new_run_dir
 from singleshot.models import build
+from singleshot.plots import pyplot
 from singleshot.priors import DefaultBoxConfig
 from singleshot.tools.prior_search import design_yaml, optimize_design
 
@@ -135,11 +136,7 @@ def plot_coverage(
 ) -> None:
     """``boxes.png``: object widths/heights in input pixels with the default-box shapes overlaid; ``best_iou.png``:
     the best-IoU histogram per class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out.mkdir(parents=True, exist_ok=True)
     h, w = design.image_size
     wh = (boxes_xyxy[:, 2:] - boxes_xyxy[:, :2]) * torch.tensor([w, h])

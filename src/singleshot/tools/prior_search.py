@@ -20,6 +20,7 @@ import dataclasses
 from collections.abc import Callable
 
 import torch
+import yaml
 from torch import Tensor
 from torchvision.ops import box_iou
 
@@ -160,8 +161,6 @@ def _candidates(design: DefaultBoxConfig, k: int) -> list[DefaultBoxConfig]:
 
 def design_yaml(design: DefaultBoxConfig) -> str:
     """The fitted sizes and ratios as a YAML fragment (``default_boxes:`` with its lists)."""
-    import yaml
-
     fields = {
         "min_sizes": [float(v) for v in design.min_sizes],
         "max_sizes": [None if v is None else float(v) for v in design.max_sizes],
