@@ -22,6 +22,10 @@ from PIL import Image
 from singleshot.boxes import box_iou
 from singleshot.cpu import cpu_features
 from singleshot.data.synthetic import SyntheticShapes
+from singleshot.models.common import assemble
+from singleshot.postprocess import PostProcessor
+from singleshot.priors import DefaultBoxConfig
+from singleshot.ssd import SSD, Preprocessing
 
 #: The shared BCCD dataset, by the relative path the project uses (../shared from the repo root).
 BCCD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "BCCD"
@@ -158,6 +162,16 @@ def png_header(width: int, height: int) -> bytes:
 
 
 # -- models with weights of order 1 -------------------------------------------------------------------------
+def toy_model(name: str, backbone: torch.nn.Module, boxes: DefaultBoxConfig) -> SSD:
+    """An SSD of 2 classes assembled around a test ``backbone`` whose feature maps ``boxes`` describe (input
+    normalised by 0.5/0.5, the paper's post-processing)."""
+    size = boxes.image_size
+    return assemble(
+        name, backbone, boxes, num_classes=2, preprocessing=Preprocessing(size, (0.5,) * 3, (0.5,) * 3),
+        postprocess=PostProcessor(),
+    )  # fmt: skip  # keywords grouped by line
+
+
 def randomise_weights(model: torch.nn.Module, predictors: Sequence[torch.nn.Module]) -> None:
     """Seeded-random weights that give logits of order 1 (SSDLite's own init, torchvision's or ours, gives ~1e-14
     outputs: every score tied); ``predictors``: the head's per-map predictors, whose last convolution is scaled

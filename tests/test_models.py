@@ -1,13 +1,11 @@
 import pytest
 import torch
+from conftest import toy_model
 from torch import nn
 
 from singleshot import SSD, build, list_models
 from singleshot.models import SSD300_BOXES, SSD512_BOXES
-from singleshot.models.common import assemble
-from singleshot.postprocess import PostProcessor
 from singleshot.priors import DefaultBoxConfig
-from singleshot.ssd import Preprocessing
 
 
 def _targets(size: int) -> list[dict[str, torch.Tensor]]:
@@ -106,14 +104,7 @@ def test_assemble_a_custom_model_from_parts() -> None:
             return [a, self.down(a)]
 
     boxes = DefaultBoxConfig.from_scales(64, [16, 8], [[2], [2, 3]])
-    model = assemble(
-        "tiny",
-        TwoMaps(),
-        boxes,
-        num_classes=2,
-        preprocessing=Preprocessing((64, 64), (0.5,) * 3, (0.5,) * 3),
-        postprocess=PostProcessor(),
-    )
+    model = toy_model("tiny", TwoMaps(), boxes)
     assert isinstance(model, SSD)
     assert model.priors.shape[0] == 16 * 16 * 4 + 8 * 8 * 6
     losses = model.train()(

@@ -1,13 +1,11 @@
 import pytest
 import torch
+from conftest import toy_model
 from torch import nn
 
 from singleshot.cli import main
 from singleshot.models import build
-from singleshot.models.common import assemble
-from singleshot.postprocess import PostProcessor
 from singleshot.priors import DefaultBoxConfig
-from singleshot.ssd import Preprocessing
 from singleshot.summary import summarize
 
 
@@ -23,14 +21,7 @@ def test_multiply_adds_and_parameters_by_hand() -> None:
             return [self.conv(x)]
 
     boxes = DefaultBoxConfig.from_scales(32, [8], [[2]])  # 4 boxes per cell
-    model = assemble(
-        "one",
-        One(),
-        boxes,
-        num_classes=2,
-        preprocessing=Preprocessing((32, 32), (0.5,) * 3, (0.5,) * 3),
-        postprocess=PostProcessor(),
-    )
+    model = toy_model("one", One(), boxes)
     s = summarize(model)
     backbone_macs = 8 * 8 * 8 * 3 * 9
     head_macs = 8 * 8 * (4 * 3) * 8 * 9 + 8 * 8 * (4 * 4) * 8 * 9

@@ -33,55 +33,36 @@ def setting(default: Any = MISSING, help: str = "", positional: bool = False) ->
     return dataclasses.field(default=default, metadata=metadata)
 
 
-# -- fields shared by several commands (one default each) -----------------------------------------------
-def batch_field(default: int) -> Any:
-    return setting(default, "images per batch (per process under torchrun)")
-
-
-def workers_field(default: int) -> Any:
-    return setting(default, "data-loading processes (0 loads in the main process)")
-
-
-def device_field() -> Any:
-    return setting("auto", "auto (this process's GPU when there is one, else the CPU) | cpu | cuda | cuda:N")
-
-
-def precision_field() -> Any:
-    return setting(
+#: Fields that several commands share: name -> (default, help line), one of each. ``{task}`` is the command's.
+SHARED: dict[str, tuple[Any, str]] = {
+    "batch": (MISSING, "images per batch (per process under torchrun)"),
+    "workers": (MISSING, "data-loading processes (0 loads in the main process)"),
+    "device": ("auto", "auto (this process's GPU when there is one, else the CPU) | cpu | cuda | cuda:N"),
+    "precision": (
         "fp32",
-        "PyTorch inference precision: fp32, bf16 (autocast) or auto (bf16 where the hardware has native bf16 and it "
-        "measures faster); an .onnx file runs at its own",
-    )
+        "PyTorch inference precision: fp32, bf16 (autocast) or auto (bf16 where the hardware has native bf16 and "
+        "it measures faster); an .onnx file runs at its own",
+    ),
+    "model_file": (
+        MISSING,
+        "model to {task}: .safetensors of singleshot train, .onnx of singleshot export, or what convert reads",
+    ),
+    "project": ("runs/{task}", "folder that holds the run folders"),
+    "name": ("exp", "run folder name; a taken name gets a number (exp2, exp3, ...) unless --exist-ok"),
+    "exist_ok": (False, "write into an existing run folder instead of making a new numbered one"),
+    "train_split": ("train", "split to train on, where the dataset has named splits"),
+    "val_split": ("val", "split to evaluate on, where the dataset has named splits"),
+    "classes": (None, "class names in label order; none reads them from the data"),
+}
 
 
-def model_file_field(task: str) -> Any:
-    return setting(
-        help=f"model to {task}: .safetensors of singleshot train, .onnx of singleshot export, or what convert reads"
-    )
-
-
-def project_field(task: str) -> Any:
-    return setting(f"runs/{task}", "folder that holds the run folders")
-
-
-def name_field() -> Any:
-    return setting("exp", "run folder name; a taken name gets a number (exp2, exp3, ...) unless --exist-ok")
-
-
-def exist_ok_field() -> Any:
-    return setting(False, "write into an existing run folder instead of making a new numbered one")
-
-
-def train_split_field() -> Any:
-    return setting("train", "split to train on, where the dataset has named splits")
-
-
-def val_split_field() -> Any:
-    return setting("val", "split to evaluate on, where the dataset has named splits")
-
-
-def classes_field() -> Any:
-    return setting(None, "class names in label order; none reads them from the data")
+def shared(name: str, default: Any = MISSING, task: str = "") -> Any:
+    """The shared field ``name`` of :data:`SHARED` (its own default unless ``default`` is given), for ``task``:
+    ``batch: int = shared("batch", 16)``, ``project: str = shared("project", task="val")``."""
+    preset, text = SHARED[name]
+    value = preset if default is MISSING else default
+    value = value.format(task=task) if isinstance(value, str) else value
+    return setting(value, text.format(task=task))
 
 
 @dataclass
@@ -255,4 +236,4 @@ class CommandError(Exception):
         self.exit_code = exit_code
 
 
-__all__ = ["CommandError", "Config", "add_config_flags", "resolve", "setting"]
+__all__ = ["SHARED", "CommandError", "Config", "add_config_flags", "resolve", "setting", "shared"]

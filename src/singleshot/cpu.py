@@ -79,7 +79,7 @@ def features_from(name: str, flags: set[str], physical: int, logical: int) -> Cp
     """:class:`CpuFeatures` of parsed ``/proc/cpuinfo`` fields; ``physical`` 0 (not listed) counts ``logical``."""
     has = {key: any(f in flags for f in names) for key, names in _FLAGS.items()}
     return CpuFeatures(name=name, physical_cores=min(physical, logical) if physical else logical,
-                       logical_cores=logical, **has)  # fmt: skip
+                       logical_cores=logical, **has)  # fmt: skip  # keywords grouped by line
 
 
 @cache

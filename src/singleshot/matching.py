@@ -47,7 +47,7 @@ def _augment(start: int, candidates: list[list[int]], owner: dict[int, int], ass
                 owner[p], assigned[g] = g, p
                 if g == start:
                     return True
-                p = previous  # type: ignore[assignment]
+                p = previous  # type: ignore[assignment]  # an augmenting path: assigned here
     return False
 
 

@@ -36,7 +36,7 @@ def draw(
         image, boxes.float(), list(labels), colors=list(colours) if colours else None, width=width,
         font=_font(), font_size=max(9, round(side / 45)), label_colors="white",
         label_background_colors=list(colours) if colours else None, fill_labels=True,
-    )  # fmt: skip
+    )  # fmt: skip  # keywords grouped by line
 
 
 @functools.cache
@@ -183,7 +183,7 @@ def plot_confusion_matrix(
                 if counts[i][j]:
                     colour = "white" if shown[i, j] > 0.5 else "black"
                     ax.text(j, i, f"{shown[i, j]:.2f}\n({counts[i][j]})", ha="center", va="center", fontsize=7,
-                            color=colour)  # fmt: skip
+                            color=colour)  # fmt: skip  # keywords grouped by line
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"Confusion matrix (score >= {conf:g}, IoU > {iou:g}; rows sum to 1)")

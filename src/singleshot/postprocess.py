@@ -115,8 +115,10 @@ class PostProcessor(nn.Module):
         unknown = [k for k in values if k not in names and k != "variances"]
         if unknown:
             raise ValueError(f"unknown post-processing settings {unknown}")
+        # the ignore below: checked by PostSettings
         settings = PostSettings(**{names[k]: v for k, v in values.items() if k in names})  # type: ignore[arg-type]
         variances = values.get("variances", DEFAULT_VARIANCES)
+        # the ignore below: a JSON list of two numbers
         return cls(settings, tuple(float(v) for v in variances))  # type: ignore[attr-defined,arg-type]
 
     def forward(

@@ -256,11 +256,11 @@ class DefaultBoxConfig:
         scales.append(last_scale)
         side = min(image_hw)
         return cls(
-            image_size=image_hw,  # type: ignore[arg-type]
-            feature_sizes=fs,  # type: ignore[arg-type]
+            image_size=image_hw,  # type: ignore[arg-type]  # sequences normalised by __post_init__
+            feature_sizes=fs,  # type: ignore[arg-type]  # sequences normalised by __post_init__
             min_sizes=tuple(s * side for s in scales[:-1]),
             max_sizes=tuple(s * side for s in scales[1:]),
             aspect_ratios=tuple(tuple(float(r) for r in rs) for rs in aspect_ratios),
             steps=None if steps is None else tuple(steps),
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,  # type: ignore[arg-type]  # sequences normalised by __post_init__
         )

@@ -56,7 +56,7 @@ class WeightsMetadata:
         return cls(
             model.name, list(class_names), image_size=tuple(p.image_size), mean=tuple(p.mean), std=tuple(p.std),
             postprocess=model.postprocess.to_metadata(), default_boxes=dataclasses.asdict(model.default_boxes),
-        )  # fmt: skip
+        )  # fmt: skip  # keywords grouped by line
 
     def to_strings(self) -> dict[str, str]:
         extra = {} if self.postprocess is None else {"postprocess": json.dumps(self.postprocess)}
@@ -93,8 +93,9 @@ class WeightsMetadata:
                 model=meta["model"],
                 class_names=[str(n) for n in names],
                 image_size=(int(h), int(w)),
+                # the ignore below: 3 values in our files
                 mean=tuple(float(v) for v in json.loads(meta["mean"])),  # type: ignore[arg-type]
-                std=tuple(float(v) for v in json.loads(meta["std"])),  # type: ignore[arg-type]
+                std=tuple(float(v) for v in json.loads(meta["std"])),  # type: ignore[arg-type]  # 3 values in our files
                 version=meta.get("singleshot_version", "?"),
                 postprocess=json.loads(meta["postprocess"]) if "postprocess" in meta else None,
                 default_boxes=json.loads(meta["default_boxes"]) if "default_boxes" in meta else None,

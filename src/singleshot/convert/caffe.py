@@ -84,20 +84,23 @@ def _blob(buf: bytes) -> Tensor:
     chunks: list[np.ndarray] = []
     for number, wire, value in fields(buf):
         if number in legacy and wire == 0:
-            legacy[number] = int(value)  # type: ignore[arg-type]
+            legacy[number] = int(value)  # type: ignore[arg-type]  # int or bytes: the wire type tested fixes which
         elif number == 5 and wire == 2:
+            # the ignore below: int or bytes: the wire type tested fixes which
             chunks.append(np.frombuffer(value, dtype="<f4"))  # type: ignore[arg-type]
         elif number == 5 and wire == 5:
+            # the ignore below: int or bytes: the wire type tested fixes which
             chunks.append(np.array(struct.unpack("<f", value), dtype="<f4"))  # type: ignore[arg-type]
         elif number == 7 and wire == 2:
-            for n, w, v in fields(value):  # type: ignore[arg-type]
+            for n, w, v in fields(value):  # type: ignore[arg-type]  # int or bytes: the wire type tested fixes which
                 if n == 1 and w == 2:  # packed int64 dims
                     dims, pos = v, 0
-                    while pos < len(dims):  # type: ignore[arg-type]
+                    while pos < len(dims):  # type: ignore[arg-type]  # int or bytes: the wire type tested fixes which
+                        # the ignore below: int or bytes: the wire type tested fixes which
                         d, pos = _varint(dims, pos)  # type: ignore[arg-type]
                         shape.append(d)
                 elif n == 1 and w == 0:
-                    shape.append(int(v))  # type: ignore[arg-type]
+                    shape.append(int(v))  # type: ignore[arg-type]  # int or bytes: the wire type tested fixes which
     data = np.concatenate(chunks) if chunks else np.zeros(0, dtype="<f4")
     shape = shape or [legacy[1], legacy[2], legacy[3], legacy[4]]
     if int(np.prod(shape)) != data.size:
@@ -126,11 +129,11 @@ def read_caffemodel(path: str | Path) -> dict[str, list[Tensor]]:
                 continue
             name_field, blobs_field = (1, 7) if number == 100 else (4, 6)
             name, blobs = "", []
-            for n, w, v in fields(value):  # type: ignore[arg-type]
+            for n, w, v in fields(value):  # type: ignore[arg-type]  # int or bytes: the wire type tested fixes which
                 if n == name_field and w == 2:
-                    name = v.decode("utf-8", errors="replace")  # type: ignore[union-attr]
+                    name = v.decode("utf-8", errors="replace")  # type: ignore[union-attr]  # wire type 2: bytes
                 elif n == blobs_field and w == 2:
-                    blobs.append(_blob(v))  # type: ignore[arg-type]
+                    blobs.append(_blob(v))  # type: ignore[arg-type]  # int or bytes: the wire type tested fixes which
             if blobs:
                 layers[name] = blobs
     except ProtobufError as exc:

@@ -16,17 +16,18 @@ from singleshot.weights import save_weights
 class ConvertConfig(Config):
     """What ``singleshot convert`` reads and writes."""
 
+    what: ClassVar[str] = "convert"
+    aliases: ClassVar[dict[str, str]] = {"-o": "output", "--from": "from_format"}
+
     source: str = setting(
         help="weights to convert: .pth (torchvision, ssd.pytorch), .caffemodel, or torchvision:NAME", positional=True
     )
     output: str | None = setting(None, ".safetensors to write; none: beside the source (NAME.safetensors)")
+    # the ignore below: a Literal of a constant tuple: valid at run time
     from_format: Literal[WEIGHT_FORMATS] | None = setting(  # type: ignore[valid-type]
         None, "the source's format; none detects it from the name and the keys"
     )
     classes: list[str] | None = setting(None, "class names, in the file's label order; none: the file's or VOC/COCO")
-
-    what: ClassVar[str] = "convert"
-    aliases: ClassVar[dict[str, str]] = {"-o": "output", "--from": "from_format"}
 
 
 def output_path(config: ConvertConfig) -> Path:

@@ -38,7 +38,7 @@ WEIGHT_FORMATS = ("torchvision", "ssd-pytorch", "caffe", "singleshot")
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
     "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+)  # fmt: skip  # a table of names, a dozen to a line
 TORCHVISION_MODELS = {
     "ssd300_vgg16": "SSD300_VGG16_Weights",
     "ssdlite320_mobilenet_v3_large": "SSDLite320_MobileNet_V3_Large_Weights",
@@ -147,6 +147,7 @@ def convert_file(
     file nor ``classes`` names them), and a line saying what was read."""
     tensors, names, args = read_any(source, fmt, classes)
     extra = {"default_boxes": args["default_boxes"]} if args["default_boxes"] is not None else {}
+    # the ignore below: read_any's build arguments are a dict of objects
     model = build(str(args["name"]), num_classes=int(args["num_classes"]), **extra)  # type: ignore[call-overload]
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:

@@ -46,9 +46,9 @@ def download_state_dict(weights: object, what: str) -> dict[str, Tensor]:
     """A torchvision weights enum's state dict: from torchvision's cache, or downloaded; offline, the error names
     the file to fetch and where to put it."""
     try:
-        return weights.get_state_dict(progress=False)  # type: ignore[attr-defined]
+        return weights.get_state_dict(progress=False)  # type: ignore[attr-defined]  # a torchvision weights enum member
     except Exception as exc:  # offline: urllib's URLError, or any download failure
-        url = weights.url  # type: ignore[attr-defined]
+        url = weights.url  # type: ignore[attr-defined]  # a torchvision weights enum member
         cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
         raise ValueError(
             f"{what}: could not download {url} ({type(exc).__name__}: {exc}). Offline, fetch that file "

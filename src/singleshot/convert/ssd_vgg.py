@@ -45,7 +45,7 @@ HEAD_SOURCES = ("conv4_3_norm", "fc7", "conv6_2", "conv7_2", "conv8_2", "conv9_2
 SSD_PYTORCH_VGG = {
     0: "conv1_1", 2: "conv1_2", 5: "conv2_1", 7: "conv2_2", 10: "conv3_1", 12: "conv3_2", 14: "conv3_3",
     17: "conv4_1", 19: "conv4_2", 21: "conv4_3", 24: "conv5_1", 26: "conv5_2", 28: "conv5_3", 31: "fc6", 33: "fc7",
-}  # fmt: skip
+}  # fmt: skip  # a table, several entries to a line
 #: torchvision's ImageNet normalisation (``VGG16_Weights.IMAGENET1K_V1``), RGB on [0, 1].
 IMAGENET_NORMALISATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 

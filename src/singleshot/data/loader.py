@@ -34,7 +34,7 @@ class Augmented(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return len(self.dataset)  # type: ignore[arg-type]  # a sized dataset
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
         image, target = self.dataset[index]

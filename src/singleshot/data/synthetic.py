@@ -64,7 +64,7 @@ def _noise_bank(h: int, w: int) -> Image.Image:
 
 
 def _colour(rng: np.random.Generator, low: int = 0, high: int = 256) -> tuple[int, int, int]:
-    return tuple(int(c) for c in rng.integers(low, high, size=3))  # type: ignore[return-value]
+    return tuple(int(c) for c in rng.integers(low, high, size=3))  # type: ignore[return-value]  # three ints
 
 
 def render(seed: int, index: int, size: tuple[int, int], max_objects: int, min_scale: float, max_scale: float):

@@ -54,5 +54,5 @@ class ModelEMA:
         return {"module": self.module.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        self.module.load_state_dict(state["module"])  # type: ignore[arg-type]
-        self.updates = int(state["updates"])  # type: ignore[arg-type]
+        self.module.load_state_dict(state["module"])  # type: ignore[arg-type]  # a checkpoint's values
+        self.updates = int(state["updates"])  # type: ignore[arg-type]  # a checkpoint's values

@@ -90,6 +90,7 @@ class Optimization:
     def losses(self, images: Sequence[Tensor], targets: Sequence[Target]) -> dict[str, Tensor]:
         """The training losses of one batch (moved to the device, under autocast)."""
         images = [im.to(self.device, non_blocking=True) for im in images]
+        # the ignore below: a Target dict with its tensors moved
         targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for t in targets]  # type: ignore[misc]
         with autocast(self.device, self.amp):
             return self.net(images, targets)
@@ -144,6 +145,7 @@ def train_one_epoch(
     sums: dict[str, float] = {}
     steps = 0
     start = time.perf_counter()
+    # the ignore below: a sized loader (checked) or a loss tensor
     total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
     bar = Progress(loader, total=total, desc=f"epoch {position.epoch + 1}", enabled=progress)
     for images, targets in bar:
@@ -157,7 +159,7 @@ def train_one_epoch(
                 f"(global step {position.global_step + 1}), batch image ids {ids}; try a lower --lr or check these "
                 "images"
             )
-        optim.step(loss)  # type: ignore[arg-type]
+        optim.step(loss)  # type: ignore[arg-type]  # a sized loader (checked) or a loss tensor
         position.step_in_epoch += 1
         position.global_step += 1
         steps += 1

@@ -5,19 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from singleshot.config import (
-    Config,
-    batch_field,
-    classes_field,
-    device_field,
-    exist_ok_field,
-    name_field,
-    project_field,
-    setting,
-    train_split_field,
-    val_split_field,
-    workers_field,
-)
+from singleshot.config import Config, setting, shared
 from singleshot.data.transforms import PRESETS
 from singleshot.engine.budget import TimeBudget
 
@@ -26,18 +14,22 @@ from singleshot.engine.budget import TimeBudget
 class TrainConfig(Config):
     """Everything a training run depends on. Saved, resolved, as ``config.yaml`` in each run folder."""
 
+    what: ClassVar[str] = "training"
+    recipes: ClassVar[bool] = True
+
     model: str = setting("ssdlite320_mobilenet_v3", "model variant (see `singleshot models`)")
     data: str | None = setting(
         None, "dataset folder or file (VOC, COCO or YOLO, detected); none trains on synthetic shapes"
     )
-    train_split: str = train_split_field()
-    val_split: str = val_split_field()
-    classes: list[str] | None = classes_field()
+    train_split: str = shared("train_split")
+    val_split: str = shared("val_split")
+    classes: list[str] | None = shared("classes")
     synthetic_train: int = setting(2000, "synthetic shapes: number of training images")
     synthetic_val: int = setting(200, "synthetic shapes: number of held-out images (drawn from another seed)")
     epochs: int = setting(30, "passes over the training set")
-    batch: int = batch_field(16)
+    batch: int = shared("batch", 16)
     imgsz: int | None = setting(None, "input side in pixels; none keeps the model's own (300, 320 or 512)")
+    # the ignore below: a Literal of a constant tuple: valid at run time
     augment: Literal[PRESETS] | None = setting(  # type: ignore[valid-type]
         None, "augmentation preset; none picks ssdlite for SSDLite models and ssd for the others"
     )
@@ -57,12 +49,12 @@ class TrainConfig(Config):
     ema_decay: float = setting(0.9998, "EMA decay per step (warmed up over the first few thousand steps)")
     grad_clip: float = setting(10.0, "clip the gradient norm to this (0 disables)")
     eval_every: int = setting(1, "epochs between evaluations (0: only after the last epoch)")
-    workers: int = workers_field(2)
+    workers: int = shared("workers", 2)
     seed: int = setting(0, "seed of initialisation, shuffling and augmentation (runs repeat bit for bit)")
-    device: str = device_field()
-    project: str = project_field("train")
-    name: str = name_field()
-    exist_ok: bool = exist_ok_field()
+    device: str = shared("device")
+    project: str = shared("project", task="train")
+    name: str = shared("name")
+    exist_ok: bool = shared("exist_ok")
     weights: str | None = setting(
         None, "initial weights: our .safetensors or any file singleshot convert reads; other classes are mapped by name"
     )
@@ -79,9 +71,6 @@ class TrainConfig(Config):
         None, "wall-clock budget (30m, 90s, 1.5h): the schedule spans it, training stops on time; --epochs caps it"
     )
     predict_images: int = setting(8, "held-out images drawn with predictions beside ground truth at the end")
-
-    what: ClassVar[str] = "training"
-    recipes: ClassVar[bool] = True
 
     def problems(self) -> list[str]:
         positive = {"epochs": self.epochs, "batch": self.batch, "lr": self.lr}

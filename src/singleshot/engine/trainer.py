@@ -168,7 +168,7 @@ def make_optimization(
 
 def resume_point(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any], Path]:
     """The configuration to go on with (see :data:`RUN_CONTROLS`), the saved state and the run folder."""
-    path = Path(config.resume)  # type: ignore[arg-type]
+    path = Path(config.resume)  # type: ignore[arg-type]  # set: checked by the caller
     ckpt_path = path / "last.pt" if path.is_dir() else path
     state = load_checkpoint(ckpt_path)
     saved = TrainConfig.from_dict(state["config"], source=str(ckpt_path))
@@ -225,6 +225,7 @@ class Trainer:
     @property
     def eval_model(self) -> SSD:
         """The weights that are evaluated and saved: the EMA when enabled, else the model."""
+        # the ignore below: the EMA's module is an SSD
         return self.optim.ema.module if self.optim.ema is not None else self.model  # type: ignore[return-value]
 
     def fit(self) -> TrainResult:
@@ -264,6 +265,7 @@ class Trainer:
                 samples = [self.train_view[i] for i in self.sampler.indices()[: min(8, c.batch)]]
                 grid = batch_grid([s[0] for s in samples], [s[1] for s in samples], self.data.class_names)
                 save_image(grid, self.run_dir / "train_batch.jpg")
+        # the ignore below: set: checked by the caller
         amp = {torch.bfloat16: ", bf16", torch.float16: ", fp16"}.get(self.optim.amp, "")  # type: ignore[arg-type]
         self._log(
             f"{self.model.name} at {self.model.preprocessing.image_size}, {self.data.description}, "

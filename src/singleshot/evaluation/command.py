@@ -20,18 +20,7 @@ from typing import ClassVar, Literal
 
 from torch import Tensor
 
-from singleshot.config import (
-    Config,
-    batch_field,
-    device_field,
-    exist_ok_field,
-    model_file_field,
-    name_field,
-    precision_field,
-    project_field,
-    setting,
-    workers_field,
-)
+from singleshot.config import Config, setting, shared
 from singleshot.data.dataset import EvaluationData
 from singleshot.distributed import DistInfo, process_group
 from singleshot.evaluation.scoring import evaluate_model, open_eval_data
@@ -47,23 +36,23 @@ from singleshot.types import Detection, Target
 class ValConfig(Config):
     """What ``singleshot val`` evaluates and where it writes."""
 
-    weights: str = model_file_field("evaluate")
+    what: ClassVar[str] = "val"
+
+    weights: str = shared("model_file", task="evaluate")
     data: str | None = setting(None, "dataset folder or file; none evaluates on held-out synthetic shapes")
     split: str = setting("val", "split to evaluate (layouts without named splits: train or val of the hold-out)")
-    batch: int = batch_field(16)
-    workers: int = workers_field(0)
-    device: str = device_field()
-    precision: Literal["fp32", "bf16", "auto"] = precision_field()
+    batch: int = shared("batch", 16)
+    workers: int = shared("workers", 0)
+    device: str = shared("device")
+    precision: Literal["fp32", "bf16", "auto"] = shared("precision")
     conf: float = setting(PREDICT.conf, "score threshold of the confusion matrix and the drawn images (AP uses all)")
     iou: float = setting(0.5, "IoU above which the confusion matrix pairs a detection with an object")
     images: int = setting(8, "images drawn with predictions beside ground truth")
     coco: bool = setting(True, "compute the COCO metrics with pycocotools (--no-coco skips the slow part)")
     synthetic: int = setting(200, "held-out synthetic images to evaluate on when there is no --data")
-    project: str = project_field("val")
-    name: str = name_field()
-    exist_ok: bool = exist_ok_field()
-
-    what: ClassVar[str] = "val"
+    project: str = shared("project", task="val")
+    name: str = shared("name")
+    exist_ok: bool = shared("exist_ok")
 
     def problems(self) -> list[str]:
         bad = [f"{k}={v}" for k, v in {"batch": self.batch, "synthetic": self.synthetic}.items() if v < 1]

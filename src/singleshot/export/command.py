@@ -11,9 +11,9 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from singleshot.config import Config, batch_field, setting
+from singleshot.config import Config, setting, shared
 from singleshot.data import open_split
-from singleshot.data.dataset import DetectionDataset
+from singleshot.data.dataset import DetectionDataset, EvaluationData
 from singleshot.evaluation import evaluate_model, open_eval_data
 from singleshot.export.int8 import CALIBRATION_METHODS, DEFAULT_CALIBRATION, quantize_int8
 from singleshot.export.onnx_file import export_onnx
@@ -28,6 +28,8 @@ from singleshot.ssd import resize
 class ExportConfig(Config):
     """What ``singleshot export`` writes."""
 
+    what: ClassVar[str] = "export"
+
     weights: str = setting(help="weights to export: .safetensors of singleshot train, or any file convert reads")
     format: Literal["onnx"] = setting("onnx", "file format: onnx (runs on ONNX Runtime, and on OpenVINO or TensorRT)")
     output: str | None = setting(None, "file to write; none: beside the weights (best.onnx, best-int8.onnx)")
@@ -37,6 +39,7 @@ class ExportConfig(Config):
     train_split: str = setting("train", "split whose images calibrate the int8 activation ranges")
     val_split: str = setting("val", "split on which AP50 is compared before and after int8 quantisation")
     calibration: int = setting(200, "training images used to calibrate the int8 activation ranges")
+    # the ignore below: a Literal of a constant tuple: valid at run time
     calibrate: Literal[tuple(CALIBRATION_METHODS)] = setting(  # type: ignore[valid-type]
         DEFAULT_CALIBRATION, "how activation ranges are set from the calibration images (percentile: 99.999%)"
     )
@@ -44,9 +47,7 @@ class ExportConfig(Config):
     float_heads: bool = setting(False, "keep the prediction heads (scores and offsets out) in float when quantising")
     max_drop: float = setting(1.0, "refuse to write an int8 model whose val AP50 fell by more than this (points)")
     force: bool = setting(False, "write the int8 model even when its AP50 fell by more than --max-drop")
-    batch: int = batch_field(8)
-
-    what: ClassVar[str] = "export"
+    batch: int = shared("batch", 8)
 
     def problems(self) -> list[str]:
         bad = []
@@ -76,10 +77,10 @@ def calibration_images(dataset: DetectionDataset, count: int, size: tuple[int, i
         yield resize(image, size)[None].contiguous().numpy()
 
 
-def ap50(model_file: Path, names: list[str], dataset: object, batch: int) -> float:
+def ap50(model_file: Path, names: list[str], dataset: EvaluationData, batch: int) -> float:
     """VOC07 AP50 of an exported file on ``dataset`` (ONNX Runtime, the model's own post-processing)."""
     detector = Detector(OnnxBackend(model_file), names)
-    evaluation = evaluate_model(detector, dataset, detector.device, batch=batch, coco=False)  # type: ignore[arg-type]
+    evaluation = evaluate_model(detector, dataset, detector.device, batch=batch, coco=False)
     assert evaluation is not None  # one process
     return evaluation.report.map50_07
 
@@ -111,7 +112,7 @@ def run(config: ExportConfig, *, log: Callable[[str], None] = print) -> Path:
         count = min(config.calibration, len(train_set))
         log(f"calibrating int8 ranges ({config.calibrate}) on {count} images of {train_set.name}")
         int8 = quantize_int8(fp32, Path(tmp) / "int8.onnx", images, config.calibrate, config.float_first_conv,
-                             config.float_heads)  # fmt: skip
+                             config.float_heads)  # fmt: skip  # arguments on two lines
         val_set, description = open_eval_data(config.data, config.val_split, names, size, 0)
         before, after = ap50(fp32, names, val_set, config.batch), ap50(int8, names, val_set, config.batch)
         drop = 100 * (before - after)

@@ -45,7 +45,7 @@ class _OnnxNms(torch.autograd.Function):
     """ONNX ``NonMaxSuppression`` (centre_point_box = 0: corners), with torchvision's NMS standing in when traced."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(  # type: ignore[override]  # autograd.Function's (ctx, *args)
         ctx: object, boxes: Tensor, scores: Tensor, max_per_class: Tensor, iou: Tensor, score_threshold: Tensor
     ) -> Tensor:
         """``boxes (B, P, 4)``, ``scores (B, C, P)`` -> selected ``(N, 3)`` rows of ``(image, class, box)``."""
@@ -55,6 +55,7 @@ class _OnnxNms(torch.autograd.Function):
         return torch.stack((img[keep], cls[keep], prior[keep]), dim=1)
 
     @staticmethod
+    # the ignore below: ONNX's untyped graph builder
     def symbolic(g, boxes, scores, max_per_class, iou, score_threshold):  # type: ignore[no-untyped-def]
         return g.op("NonMaxSuppression", boxes, scores, max_per_class, iou, score_threshold, center_point_box_i=0)
 

@@ -85,7 +85,7 @@ def quantize_int8(
                 # Histograms are updated every 4 images: ONNX Runtime otherwise keeps every intermediate tensor of
                 # every calibration image in memory (SSD300: over 100 MB per image).
                 extra_options={"CalibMaxIntermediateOutputs": 4},
-            )  # fmt: skip
+            )  # fmt: skip  # keywords grouped by line
             model = onnx.load(target)
             del model.metadata_props[:]
             for key, value in (props | {"precision": "int8"}).items():

@@ -48,7 +48,7 @@ def export_onnx(model: SSD, class_names: list[str], path: str | Path, nms: bool 
             torch.onnx.export(
                 graph, (example,), tmp, input_names=[INPUT], output_names=outputs, opset_version=opset,
                 dynamic_axes={name: {0: "batch"} for name in [INPUT, *outputs]}, dynamo=False,
-            )  # fmt: skip
+            )  # fmt: skip  # keywords grouped by line
         proto = onnx.load(tmp)
         set_metadata(proto, WeightsMetadata.of(model, class_names), kind, "fp32")
         onnx.checker.check_model(proto, full_check=True)

@@ -23,16 +23,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch.distributed as dist
 
-from singleshot.config import (
-    Config,
-    device_field,
-    exist_ok_field,
-    model_file_field,
-    name_field,
-    precision_field,
-    project_field,
-    setting,
-)
+from singleshot.config import Config, setting, shared
 from singleshot.distributed import DistInfo, gather_shards, process_group, shard
 from singleshot.folders import new_run_dir
 from singleshot.postprocess import PREDICT
@@ -47,7 +38,9 @@ from singleshot.progress import Progress
 class PredictConfig(Config):
     """What ``singleshot predict`` runs on, what it keeps and what it writes."""
 
-    weights: str = model_file_field("run")
+    what: ClassVar[str] = "predict"
+
+    weights: str = shared("model_file", task="run")
     source: str = setting(help="image, video, folder (images and videos in it) or glob pattern")
     conf: float = setting(PREDICT.conf, "least score of a detection kept")
     iou: float = setting(
@@ -56,18 +49,16 @@ class PredictConfig(Config):
     max_det: int = setting(PREDICT.max_det, "most detections kept per image")
     classes: list[str] | None = setting(None, "keep only these classes (names, or labels 1..C); none keeps all")
     batch: int = setting(8, "images per forward pass (per process under torchrun)")
-    device: str = device_field()
-    precision: Literal["fp32", "bf16", "auto"] = precision_field()
+    device: str = shared("device")
+    precision: Literal["fp32", "bf16", "auto"] = shared("precision")
     vid_stride: int = setting(1, "predict on every n-th video frame (the written video then has only those)")
     save: bool = setting(True, "write annotated images, videos and predictions.json (--no-save prints instead)")
     save_txt: bool = setting(False, "also write YOLO label files (class cx cy w h conf) to labels/")
     save_crop: bool = setting(False, "also write each detection's crop to crops/<class>/")
     line_width: int | None = setting(None, "box line width in pixels; none scales with the image")
-    project: str = project_field("predict")
-    name: str = name_field()
-    exist_ok: bool = exist_ok_field()
-
-    what: ClassVar[str] = "predict"
+    project: str = shared("project", task="predict")
+    name: str = shared("name")
+    exist_ok: bool = shared("exist_ok")
 
     def problems(self) -> list[str]:
         bad = [f"{k}={v}" for k, v in {"batch": self.batch, "vid_stride": self.vid_stride}.items() if v < 1]
@@ -256,6 +247,6 @@ def _shared_run_dir(config: PredictConfig, info: DistInfo) -> Path:
     chosen = [new_run_dir(config.project, config.name, config.exist_ok) if info.is_main else None]
     if info.enabled:
         dist.broadcast_object_list(chosen, src=0)
-    run_dir = Path(chosen[0])  # type: ignore[arg-type]
+    run_dir = Path(chosen[0])  # type: ignore[arg-type]  # chosen by rank 0, broadcast
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir

@@ -142,10 +142,11 @@ class Detector:
         for setting, index in groups.items():
             part = outputs if len(index) == len(images) else tuple(o[index] for o in outputs)
             for i, d in zip(index, b.detections(part, [sizes[i] for i in index], setting), strict=True):
+                # the ignore below: the Detection keys
                 detections[i] = Detection(**{k: v.cpu() for k, v in d.items()})  # type: ignore[typeddict-item]
         done = self._clock()
         ms = {"preprocess": prepared - start, "inference": inferred - prepared, "postprocess": done - inferred}
-        return detections, {k: v * 1e3 for k, v in ms.items()}  # type: ignore[return-value]
+        return detections, {k: v * 1e3 for k, v in ms.items()}  # type: ignore[return-value]  # floats
 
     def _clock(self) -> float:
         if self.device.type == "cuda":

@@ -39,7 +39,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from singleshot.config import Config, device_field, model_file_field, precision_field, setting
+from singleshot.config import Config, setting, shared
 from singleshot.cpu import cpu_features
 from singleshot.data.images import ImageError, decode_image_bytes
 from singleshot.postprocess import PREDICT, PostSettings
@@ -57,7 +57,9 @@ RAW_TYPES = ("image/", "application/octet-stream")
 class ServeConfig(Config):
     """What ``singleshot serve`` serves, where, and its limits."""
 
-    weights: str = model_file_field("serve")
+    what: ClassVar[str] = "serve"
+
+    weights: str = shared("model_file", task="serve")
     host: str = setting("127.0.0.1", "address to listen on (loopback by default; another address wants --api-key)")
     port: int = setting(8000, "TCP port to listen on")
     max_batch: int = setting(8, "most requests gathered into one forward pass")
@@ -67,11 +69,9 @@ class ServeConfig(Config):
     api_key: str | None = setting(
         None, "require 'Authorization: Bearer KEY' on every endpoint but /health/*; none: $SINGLESHOT_API_KEY if set"
     )
-    device: str = device_field()
-    precision: Literal["fp32", "bf16", "auto"] = precision_field()
+    device: str = shared("device")
+    precision: Literal["fp32", "bf16", "auto"] = shared("precision")
     threads: int | None = setting(None, "CPU threads for the forward pass; none: one per physical core")
-
-    what: ClassVar[str] = "serve"
 
     def problems(self) -> list[str]:
         bad = [f"{k}={v}" for k, v in {"max_batch": self.max_batch, "max_queue": self.max_queue}.items() if v < 1]
@@ -354,6 +354,7 @@ async def _form_image(request: Request, body: bytes) -> tuple[str, bytes]:
             upload = form.get("image") if hasattr(form.get("image"), "read") else (files[0] if files else None)
             if upload is None:
                 raise _RequestError(400, 'multipart body has no file: send the image in a field named "image"')
+            # the ignore below: a form value with .read is an UploadFile
             return upload.filename or "upload", await upload.read()  # type: ignore[union-attr]
     except HTTPException as exc:  # Starlette's multipart errors (malformed body, too many parts)
         raise _RequestError(400, f"malformed multipart body: {exc.detail}") from None

@@ -48,10 +48,13 @@ BACKENDS = ("torch-fp32", "torch-bf16", "ort-fp32", "ort-int8")
 class BenchmarkConfig(Config):
     """What ``singleshot benchmark`` times."""
 
+    what: ClassVar[str] = "benchmark"
+
     weights: str = setting(help=".safetensors weights of singleshot train (torchvision's model gets the same)")
     source: str | None = setting(
         None, "JPEG images (folder or glob) to time; none writes 16 synthetic 640x480 JPEGs to a temporary folder"
     )
+    # the ignore below: a Literal of a constant tuple: valid at run time
     backends: list[Literal[BACKENDS]] = setting(list(BACKENDS), "backends to time (default: all)")  # type: ignore[valid-type]
     runs: int = setting(20, "batch-1 latency measurements per backend (images taken in turn)")
     batches: int = setting(5, "batch-8 throughput measurements per backend")
@@ -61,8 +64,6 @@ class BenchmarkConfig(Config):
     )
     reference: bool = setting(True, "also time torchvision's SSD carrying the same weights (--no-reference skips it)")
     threads: int | None = setting(None, "CPU threads for every backend; none: one per physical core")
-
-    what: ClassVar[str] = "benchmark"
 
     def problems(self) -> list[str]:
         counts = {"runs": self.runs, "batches": self.batches, "batch": self.batch}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from singleshot.config import Config, classes_field, setting, train_split_field, val_split_field
+from singleshot.config import Config, setting, shared
 from singleshot.data.dataset import DetectionDataset
 from singleshot.data.images import DataReport, ImageError, read_image
 from singleshot.data.readers import open_dataset
@@ -24,9 +24,9 @@ class CheckDataConfig(Config):
     """What ``singleshot check-data`` reads."""
 
     path: str = setting(help="dataset folder or file (VOC, COCO or YOLO; detected automatically)", positional=True)
-    train_split: str = train_split_field()
-    val_split: str = val_split_field()
-    classes: list[str] | None = classes_field()
+    train_split: str = shared("train_split")
+    val_split: str = shared("val_split")
+    classes: list[str] | None = shared("classes")
 
 
 def _histogram(values: Sequence[float], bins: Sequence[float] = SIZE_BINS, width: int = 30) -> list[str]:

@@ -20,7 +20,7 @@ from torch import Tensor
 from torchvision.ops import box_iou
 
 from singleshot.boxes import cxcywh_to_xyxy
-from singleshot.config import Config, classes_field, exist_ok_field, name_field, project_field, setting
+from singleshot.config import Config, setting, shared
 from singleshot.data import open_split
 from singleshot.data.dataset import DetectionDataset
 from singleshot.data.images import probe
@@ -39,19 +39,19 @@ THRESHOLD = 0.5
 class PriorsConfig(Config):
     """What ``singleshot priors`` measures: a model's default boxes against a dataset's objects."""
 
+    what: ClassVar[str] = "priors"
+
     data: str = setting(help="dataset folder or file (VOC, COCO or YOLO; detected automatically)")
     model: str = setting("ssd300_vgg16", "model variant whose default boxes are measured (see singleshot models)")
     imgsz: int | None = setting(None, "input side in pixels; none keeps the model's own (300, 320 or 512)")
     split: str = setting("train", "split whose objects are measured")
-    classes: list[str] | None = classes_field()
+    classes: list[str] | None = shared("classes")
     optimize: bool = setting(False, "also fit sizes and aspect ratios to the objects; writes default_boxes.yaml")
     rounds: int = setting(2, "passes of the layer-by-layer search over sizes and ratios (with --optimize)")
     seed: int = setting(0, "seed of the object subsample when there are over 10000 objects (with --optimize)")
-    project: str = project_field("priors")
-    name: str = name_field()
-    exist_ok: bool = exist_ok_field()
-
-    what: ClassVar[str] = "priors"
+    project: str = shared("project", task="priors")
+    name: str = shared("name")
+    exist_ok: bool = shared("exist_ok")
 
 
 @dataclass

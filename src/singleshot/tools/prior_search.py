@@ -40,7 +40,7 @@ def _layer_boxes(design: DefaultBoxConfig, k: int) -> Tensor:
             step=None if design.steps is None else design.steps[k], offset=design.offset, clamp_wh=design.clamp_wh,
             clamp_cxcywh=design.clamp_cxcywh,
         )
-    )  # fmt: skip
+    )  # fmt: skip  # keywords grouped by line
 
 
 def _with_layer(design: DefaultBoxConfig, k: int, **changes: object) -> DefaultBoxConfig:
