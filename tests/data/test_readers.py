@@ -10,7 +10,7 @@ from conftest import random_image, voc_object, voc_xml, write_voc_folder
 from PIL import Image
 
 from singleshot.data.images import ImageError, read_image
-from singleshot.data.readers import detect_format, open_dataset
+from singleshot.data.readers import detect_layout, open_dataset
 
 GOOD = voc_object("cat", (10, 10, 40, 40)) + voc_object("dog", (20, 5, 70, 50))
 DIFFICULT_CAT = voc_object("cat", (10, 10, 40, 40), difficult=1)
@@ -142,7 +142,7 @@ def test_class_names_from_the_data(corpus: Path) -> None:
 
 def test_difficult_is_kept(tmp_path: Path) -> None:
     root = write_voc_folder(tmp_path / "plain", 30, voc_xml(DIFFICULT_CAT + voc_object("dog", (1, 1, 9, 9))))
-    assert detect_format(root) == "voc"
+    assert detect_layout(root) == "voc"
     bundle = open_dataset(root)
     assert len(bundle.train) + len(bundle.val) == 30 and len(bundle.val) >= 1
     _, target = bundle.train[0]
@@ -165,7 +165,7 @@ def test_coco_reader(tmp_path: Path) -> None:
             ],
         }
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
-    assert detect_format(root) == "coco"
+    assert detect_layout(root) == "coco"
     bundle = open_dataset(root)
     assert bundle.class_names == ["car", "dog"]  # by category id
     _, target = bundle.train[0]
@@ -196,7 +196,7 @@ def test_yolo_reader(tmp_path: Path) -> None:
         random_image().save(root / "images" / split / "a.jpg")
         (root / "labels" / split / "a.txt").write_text("1 0.5 0.5 0.25 0.5\n0 0.1 x 0.1 0.1\n7 0.5 0.5 0.1 0.1\n")
     (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: {0: person, 1: bike}\n")
-    assert detect_format(root) == "yolo"
+    assert detect_layout(root) == "yolo"
     bundle = open_dataset(root)
     assert bundle.class_names == ["person", "bike"]
     _, target = bundle.train[0]

@@ -8,7 +8,7 @@
 """
 
 from singleshot.data.dataset import DataBundle
-from singleshot.data.readers import detect_format, open_dataset, open_split
+from singleshot.data.readers import detect_layout, open_dataset, open_split
 from singleshot.data.synthetic import SYNTHETIC_VAL_SEED, synthetic_bundle
 
-__all__ = ["SYNTHETIC_VAL_SEED", "DataBundle", "detect_format", "open_dataset", "open_split", "synthetic_bundle"]
+__all__ = ["SYNTHETIC_VAL_SEED", "DataBundle", "detect_layout", "open_dataset", "open_split", "synthetic_bundle"]

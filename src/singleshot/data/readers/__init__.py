@@ -32,13 +32,13 @@ class Reader(Protocol):
     def read(self, path: Path, split: str | None, classes: list[str] | None, report: DataReport) -> Annotations: ...
 
 
-#: The reader module of each format that :func:`detect_format` names.
+#: The reader module of each dataset layout that :func:`detect_layout` names.
 READERS: dict[str, Reader] = {"voc": voc, "coco": coco, "yolo": yolo}
 #: The split names of a layout without named splits: the kept share and the held-out share.
 HOLDOUT_SPLITS = ("train", "val")
 
 
-def detect_format(path: Path) -> str:
+def detect_layout(path: Path) -> str:
     """``voc``, ``coco`` or ``yolo`` for a dataset path; a clear error when nothing matches.
 
     Raises:
@@ -125,7 +125,7 @@ def open_dataset(
     list (objects of other classes are dropped), otherwise it comes from the data.
     """
     path = Path(path)
-    opened = _open(path, READERS[detect_format(path)], (train_split, val_split), classes)
+    opened = _open(path, READERS[detect_layout(path)], (train_split, val_split), classes)
     return DataBundle(
         opened.train,
         opened.val,
@@ -148,7 +148,7 @@ def open_split(
         ValueError: ``split`` is not ``train`` or ``val`` for a layout without named splits.
     """
     path = Path(path)
-    reader = READERS[detect_format(path)]
+    reader = READERS[detect_layout(path)]
     if reader.has_named_splits(path):
         opened = _open(path, reader, (split, split), classes)
         return opened.train, opened.report
@@ -158,4 +158,4 @@ def open_split(
     return (opened.val if split == "val" else opened.train), opened.report
 
 
-__all__ = ["READERS", "Reader", "detect_format", "open_dataset", "open_split"]
+__all__ = ["READERS", "Reader", "detect_layout", "open_dataset", "open_split"]
