@@ -87,3 +87,22 @@ def test_scores_sorted_and_capped_per_image() -> None:
     for det in out:
         assert det["scores"].numel() == 200
         assert torch.all(det["scores"][:-1] >= det["scores"][1:])
+
+
+def test_settings_are_checked_once_frozen_and_written_under_the_files_keys() -> None:
+    for bad, message in (({"conf": 1.5}, "conf=1.5"), ({"iou": -0.1}, "iou=-0.1"), ({"max_det": 0}, "max_det=0")):
+        with pytest.raises(ValueError, match=message):
+            PostSettings(**bad)
+    settings = PostSettings(conf=0.2, iou=0.5, max_det=20, candidates=50)
+    with pytest.raises(AttributeError):
+        settings.conf = 0.3  # type: ignore[misc]  # frozen: the assignment is what is tested
+    assert {settings, settings.replace(conf=0.2)} == {settings}  # hashable, equal by value
+    with pytest.raises(ValueError, match="conf=2"):
+        settings.replace(conf=2)
+    # the keys weight and ONNX files have carried since the first ones written
+    written = PostProcessor(settings).to_metadata()
+    assert written == {"score_threshold": 0.2, "nms_threshold": 0.5, "candidates_per_class": 50,
+                       "detections_per_image": 20, "variances": [0.1, 0.2]}  # fmt: skip  # one dict, two lines
+    assert PostProcessor.from_metadata(written).settings == settings
+    with pytest.raises(ValueError, match="unknown post-processing settings"):
+        PostProcessor.from_metadata({"conf": 0.2})

@@ -72,8 +72,9 @@ class PostSettings:
     def __post_init__(self) -> None:
         if not (0 <= self.conf <= 1 and 0 <= self.iou <= 1):
             raise ValueError(f"conf={self.conf} and iou={self.iou} must be in [0, 1]")
-        if self.max_det < 1 or self.candidates < 1:
-            raise ValueError(f"max_det={self.max_det} and candidates={self.candidates} must be >= 1")
+        small = [f"{k}={v}" for k, v in (("max_det", self.max_det), ("candidates", self.candidates)) if v < 1]
+        if small:
+            raise ValueError(f"{' and '.join(small)} must be >= 1")
 
     def replace(self, **changes: object) -> PostSettings:
         """A copy with ``changes`` (checked again)."""
