@@ -10,6 +10,7 @@ or defers a slow one, saying so in a comment.
 from __future__ import annotations
 
 import ast
+import re
 from functools import cache
 from pathlib import Path
 
@@ -137,3 +138,11 @@ def test_imports_inside_functions_are_only_of_optional_or_slow_dependencies_and_
         lines = _modules()[importer].read_text().splitlines()
         context = " ".join(lines[max(0, line - 4) : line])
         assert "#" in context, f"{importer}:{line}: say why {target} is imported inside a function"
+
+
+def test_the_readme_table_names_every_room_on_its_floor() -> None:
+    readme = (SRC.parents[1] / "README.md").read_text()
+    listed = {}
+    for floor, names in re.findall(r"^\| (\d+) \| ((?:`singleshot\.\w+`(?:, )?)+) \|", readme, flags=re.MULTILINE):
+        listed.update({name: int(floor) for name in re.findall(r"`singleshot\.(\w+)`", names)})
+    assert listed == floors(_edges(rooms=True))
