@@ -8,7 +8,6 @@ import types
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
 from PIL import Image
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, make_grid
@@ -42,6 +41,8 @@ def draw(
 @functools.cache
 def _font() -> str | None:
     """DejaVu Sans, which matplotlib ships (None: torchvision's small built-in font)."""
+    import matplotlib  # on first use: 0.2 s that the command line's start need not pay (nor `singleshot --help`)
+
     path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     return str(path) if path.is_file() else None
 
@@ -120,9 +121,11 @@ def plot_results(metrics_csv: str | Path, out_path: str | Path) -> None:
 def pyplot() -> types.ModuleType:
     """``matplotlib.pyplot`` on the Agg backend (files only, no display needed)."""
     # Imported on the first plot, not with this module: the backend must be chosen before pyplot is imported,
-    # and pyplot costs about 0.5 s that commands drawing nothing (predict, serve) need not pay.
+    # and matplotlib costs about 0.5 s that commands drawing nothing (predict, serve, --help) need not pay.
+    import matplotlib
+
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after the backend: see above
 
     return plt
 

@@ -145,7 +145,7 @@ class PostProcessor(nn.Module):
             Per image ``{"boxes": (D, 4) xyxy pixels, "scores": (D,), "labels": (D,) int64 in 1..C}``,
             sorted by decreasing score.
         """
-        settings = settings or self.settings
+        settings = self.settings if settings is None else settings
         probabilities = scores.float().softmax(dim=-1) if priors_cxcywh is not None else scores.float()
         batch, _, num_logits = probabilities.shape
         fg = probabilities[..., 1:]

@@ -162,9 +162,7 @@ class _Shard:
 
     entries: list[list[Any]] = field(default_factory=list)
     count: int = 0
-    totals: dict[str, float] = field(
-        default_factory=lambda: dict.fromkeys(("preprocess", "inference", "postprocess"), 0.0)
-    )
+    totals: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
 
 def _consume(results: Iterator[Result], outputs: _Outputs | None, progress: bool, log: Callable[[str], None]) -> _Shard:
