@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -373,3 +374,31 @@ def served_tiny(trained_tiny: Path, tmp_path_factory: pytest.TempPathFactory) ->
     running = start_server(trained_tiny, log, "--max-upload-mb", "1")
     yield running
     stop_server(running)
+
+
+# -- a real browser -------------------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    """Headless Debian Chromium driven by selenium through its ChromeDriver (skips, saying why, without them)."""
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("needs Debian's chromium and chromium-driver packages (.ci/run installs them)")
+    from selenium import webdriver  # only the browser tests need selenium
+    from selenium.webdriver.chrome.service import Service  # as above
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+        "--window-size=1280,900", f"--user-data-dir={tmp_path / 'profile'}",
+    ):  # fmt: skip  # the flags, several to a line
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()

@@ -10,7 +10,8 @@ pytestmark = pytest.mark.numeric
 
 
 def _reference(logits, offsets, priors, sizes, thr, nms_thr, cand, top):
-    """A plain per-image, per-class loop: the textbook SSD post-processing."""
+    """A plain per-image, per-class loop: the textbook SSD post-processing (``thr``: one threshold, or one per
+    class)."""
     out = []
     for b in range(logits.shape[0]):
         h, w = sizes[b]
@@ -19,7 +20,7 @@ def _reference(logits, offsets, priors, sizes, thr, nms_thr, cand, top):
         all_boxes, all_scores, all_labels = [], [], []
         for c in range(1, logits.shape[-1]):
             s = scores[:, c]
-            keep = s > thr
+            keep = s > (thr[c - 1] if isinstance(thr, list) else thr)
             s, bx = s[keep], boxes[keep]
             s, idx = s.topk(min(cand, s.numel()))
             bx = bx[idx]
@@ -106,3 +107,71 @@ def test_settings_are_checked_once_frozen_and_written_under_the_files_keys() -> 
     assert PostProcessor.from_metadata(written).settings == settings
     with pytest.raises(ValueError, match="unknown post-processing settings"):
         PostProcessor.from_metadata({"conf": 0.2})
+
+
+@pytest.mark.parametrize("candidates", [100, 500])  # the top-k path and the sparse path
+def test_per_class_thresholds_match_a_per_class_loop_and_equal_ones_the_global_path(candidates: int) -> None:
+    g = torch.Generator().manual_seed(1)
+    priors = torch.cat([torch.rand(500, 2, generator=g), torch.rand(500, 2, generator=g) * 0.3 + 0.02], 1)
+    logits, offsets = torch.randn(2, 500, 6, generator=g) * 2, torch.randn(2, 500, 4, generator=g)
+    sizes = [(300, 300), (480, 640)]
+    per_class = PostSettings(0.05, 0.45, 50, candidates, class_conf=(0.3, None, 0.1, 0.6, 0.02))
+    ours = PostProcessor()(logits, offsets, sizes, per_class, priors)
+    ref = _reference(logits, offsets, priors, sizes, [0.3, 0.05, 0.1, 0.6, 0.02], 0.45, candidates, 50)
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a["scores"], b["scores"])
+        torch.testing.assert_close(a["boxes"], b["boxes"])
+        assert torch.equal(a["labels"], b["labels"])
+        limits = torch.tensor([0.3, 0.05, 0.1, 0.6, 0.02])[a["labels"] - 1]
+        assert bool((a["scores"] > limits).all()) and set(a["labels"].tolist()) == {1, 2, 3, 4, 5}
+    same = PostSettings(0.2, 0.45, 50, candidates, class_conf=(0.2,) * 5)
+    equal = PostProcessor()(logits, offsets, sizes, same, priors)
+    one = PostProcessor()(logits, offsets, sizes, same.replace(class_conf=None), priors)
+    for a, b in zip(equal, one, strict=True):
+        assert len(a["scores"]) > 0 and all(torch.equal(a[k], b[k]) for k in ("boxes", "scores", "labels"))
+
+
+def test_per_class_thresholds_keep_exactly_the_scores_above_their_class() -> None:
+    # decoded input (an exported model's): 4 disjoint boxes, class probabilities given; background is the rest
+    boxes = torch.tensor([[[0.0, 0.0, 0.1, 0.1], [0.2, 0.2, 0.3, 0.3], [0.4, 0.4, 0.5, 0.5], [0.6, 0.6, 0.7, 0.7]]])
+    fg = torch.tensor([[[0.6, 0.0], [0.4, 0.0], [0.0, 0.4], [0.0, 0.2]]])
+    probabilities = torch.cat([1 - fg.sum(-1, keepdim=True), fg], -1)
+    post = PostProcessor()
+
+    def kept(settings: PostSettings) -> list[tuple[int, float]]:
+        (d,) = post(probabilities, boxes, [(100, 100)], settings)
+        return list(zip(d["labels"].tolist(), [round(s, 3) for s in d["scores"].tolist()], strict=True))
+
+    assert kept(PostSettings(conf=0.3)) == [(1, 0.6), (1, 0.4), (2, 0.4)]
+    assert kept(PostSettings(conf=0.3, class_conf=(0.5, None))) == [(1, 0.6), (2, 0.4)]  # None: conf, for class 2
+    assert kept(PostSettings(conf=0.5, class_conf=(0.1, 0.1))) == [(1, 0.6), (1, 0.4), (2, 0.4), (2, 0.2)]
+    assert kept(PostSettings(class_conf=(0.35, 0.45))) == [(1, 0.6), (1, 0.4)]
+    assert kept(PostSettings(conf=0.0, class_conf=(0.5, 0.3), classes=(2,))) == [(2, 0.4)]  # classes still apply
+    with pytest.raises(ValueError, match="class_conf has 3 thresholds for a model of 2 classes"):
+        kept(PostSettings(class_conf=(0.1, 0.2, 0.3)))
+
+
+def test_per_class_thresholds_are_checked_hashable_and_carried_by_files_beside_the_settings() -> None:
+    with pytest.raises(ValueError, match=r"class_conf \[1\.5\] must be in \[0, 1\]"):
+        PostSettings(class_conf=(0.2, 1.5))
+    given = PostSettings(class_conf=[0.25, None, 1])  # type: ignore[arg-type]  # a JSON list, as files give it
+    assert given.class_conf == (0.25, None, 1.0) and hash(given) == hash(PostSettings(class_conf=(0.25, None, 1.0)))
+    post = PostProcessor(PostSettings(conf=0.01, max_det=100), class_conf=[0.4, None, 0.7])
+    written = post.to_metadata()
+    assert written["class_score_thresholds"] == [0.4, None, 0.7]
+    read = PostProcessor.from_metadata(written)
+    assert read.class_conf == (0.4, None, 0.7) and read.settings == PostSettings(conf=0.01, max_det=100)
+    assert "class_score_thresholds" not in PostProcessor(post.settings).to_metadata()
+    old = {k: v for k, v in written.items() if k != "class_score_thresholds"}  # a file written without them
+    assert PostProcessor.from_metadata(old).class_conf is None
+    with pytest.raises(ValueError, match=r"class_conf \[2\.0\] must be in"):
+        PostProcessor(class_conf=[2.0])
+
+
+def test_prediction_uses_the_weights_thresholds_unless_given_a_conf() -> None:
+    own = PostSettings(conf=0.01, max_det=100, candidates=200)
+    carrying = PostProcessor(own, class_conf=(0.4, None))
+    assert carrying.predict_settings(iou=0.5) == own.replace(conf=0.25, class_conf=(0.4, None), iou=0.5)
+    assert carrying.predict_settings(0.6, max_det=3) == own.replace(conf=0.6, max_det=3)  # a conf overrides them all
+    assert PostProcessor(own).predict_settings() == own.replace(conf=0.25)  # none carried: PREDICT's 0.25
+    assert carrying.settings == own  # the model's own settings (evaluation's) do not use them

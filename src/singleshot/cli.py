@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from singleshot import summary
+from singleshot.analysis import command as analyze
 from singleshot.config import CommandError, Config, add_config_flags, resolve
 from singleshot.convert import command as convert
 from singleshot.engine import command as train
@@ -51,6 +52,13 @@ COMMANDS: dict[str, Command] = {
         "evaluate weights on a dataset split: VOC and COCO metrics, PR curves, confusion matrix",
         "Evaluate trained weights; writes metrics.json, predictions.json (COCO results), pr_curve.png, "
         "confusion_matrix.png and side-by-side images to runs/val/<name>.",
+    ),
+    "analyze": Command(
+        analyze.AnalyzeConfig, analyze.run,
+        "why a detector fails: TIDE errors, COCO analyze curves, misses no default box reaches, per-class thresholds",
+        "Analyse the errors of weights (run on a split) or of a COCO results file against a split's ground truth; "
+        "writes metrics.json, report.html (tables, plots, galleries of the worst errors) and the plots to "
+        "runs/analyze/<name>, prints the summary, what to change and per-class score thresholds.",
     ),
     "predict": Command(
         predict.PredictConfig, predict.run,

@@ -1,9 +1,9 @@
 """Post-processing (paper section 3, inference): decode, score threshold, per-class NMS, top-k.
 
-The whole batch is handled with tensor operations: candidate selection is one threshold (plus one ``topk``
-when some class has more than its cap of candidates), only candidates are decoded, and NMS is one
-``torchvision.ops.batched_nms`` call whose groups are ``(image, class)`` pairs. There is no Python loop over
-classes or images.
+The whole batch is handled with tensor operations: candidate selection is one threshold (or one per class,
+broadcast over the scores) plus one ``topk`` when some class has more than its cap of candidates, only candidates
+are decoded, and NMS is one ``torchvision.ops.batched_nms`` call whose groups are ``(image, class)`` pairs. There
+is no Python loop over classes or images.
 """
 
 from __future__ import annotations
@@ -58,9 +58,12 @@ class PostSettings:
         max_det: detections kept per image after NMS (original: 200).
         candidates: boxes of each class kept, by score, before NMS (original: 400).
         classes: labels (1..C) kept, the others left out before candidate selection; None keeps every class.
+        class_conf: one threshold per class (labels 1..C) that its scores must exceed instead of ``conf``, e.g. the
+            best-F1 thresholds of :func:`~singleshot.metrics.class_thresholds`; a None entry (a class without one)
+            takes ``conf``, and so does every class when this is None.
 
     Raises:
-        ValueError: ``conf`` or ``iou`` outside [0, 1], ``max_det`` or ``candidates`` below 1.
+        ValueError: ``conf``, ``iou`` or a ``class_conf`` entry outside [0, 1], ``max_det`` or ``candidates`` below 1.
     """
 
     conf: float = 0.01
@@ -68,10 +71,17 @@ class PostSettings:
     max_det: int = 200
     candidates: int = 400
     classes: tuple[int, ...] | None = None
+    class_conf: tuple[float | None, ...] | None = None
 
     def __post_init__(self) -> None:
         if not (0 <= self.conf <= 1 and 0 <= self.iou <= 1):
             raise ValueError(f"conf={self.conf} and iou={self.iou} must be in [0, 1]")
+        if self.class_conf is not None:
+            # a tuple of floats, whatever sequence was given (a JSON list): hashable, equal by value
+            object.__setattr__(self, "class_conf", tuple(None if c is None else float(c) for c in self.class_conf))
+            bad = [c for c in self.class_conf if c is not None and not 0 <= c <= 1]
+            if bad:
+                raise ValueError(f"class_conf {bad} must be in [0, 1]")
         small = [f"{k}={v}" for k, v in (("max_det", self.max_det), ("candidates", self.candidates)) if v < 1]
         if small:
             raise ValueError(f"{' and '.join(small)} must be >= 1")
@@ -79,6 +89,19 @@ class PostSettings:
     def replace(self, **changes: object) -> PostSettings:
         """A copy with ``changes`` (checked again)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]  # mypy cannot type **changes
+
+    def class_limits(self, num_classes: int, device: torch.device | str = "cpu") -> Tensor:
+        """``(C,)`` float32: the threshold each class's scores must exceed (``class_conf``, else ``conf``).
+
+        Raises:
+            ValueError: ``class_conf`` not of ``num_classes`` entries.
+        """
+        if self.class_conf is None:
+            return torch.full((num_classes,), self.conf, dtype=torch.float32, device=device)
+        if len(self.class_conf) != num_classes:
+            raise ValueError(f"class_conf has {len(self.class_conf)} thresholds for a model of {num_classes} classes")
+        limits = [self.conf if c is None else c for c in self.class_conf]
+        return torch.tensor(limits, dtype=torch.float32, device=device)
 
 
 #: What prediction keeps unless told otherwise (``singleshot predict``, :meth:`Detector.predict
@@ -89,6 +112,8 @@ PREDICT = PostSettings(conf=0.25)
 #: The names :meth:`PostProcessor.to_metadata` writes in weight and ONNX files (kept from the first files written).
 _FILE_KEYS = {"conf": "score_threshold", "iou": "nms_threshold", "candidates": "candidates_per_class",
               "max_det": "detections_per_image"}  # fmt: skip  # one mapping, easier to read on two lines
+#: The key of :attr:`PostProcessor.class_conf` in those files (absent from files without per-class thresholds).
+CLASS_CONF_KEY = "class_score_thresholds"
 
 
 class PostProcessor(nn.Module):
@@ -97,30 +122,61 @@ class PostProcessor(nn.Module):
     Args:
         settings: the model's own settings (what evaluation uses).
         variances: box-coder variances.
+        class_conf: the weights' per-class score thresholds (labels 1..C, None for a class without one), e.g. the
+            best-F1 ones of the final evaluation of ``singleshot train``: what prediction keeps when no ``conf`` is
+            given (:meth:`predict_settings`). Not part of ``settings``: evaluation, and AP, stay as they were.
+
+    Raises:
+        ValueError: a ``class_conf`` entry outside [0, 1].
     """
 
-    def __init__(self, settings: PostSettings = PostSettings(), variances: tuple[float, float] = DEFAULT_VARIANCES):
+    def __init__(
+        self,
+        settings: PostSettings = PostSettings(),
+        variances: tuple[float, float] = DEFAULT_VARIANCES,
+        class_conf: Sequence[float | None] | None = None,
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.variances = variances
+        self.class_conf: tuple[float | None, ...] | None = (
+            None if class_conf is None else PostSettings(class_conf=tuple(class_conf)).class_conf  # checked there
+        )
 
-    def to_metadata(self) -> dict[str, float | int | list[float]]:
-        """The settings and variances as a file's JSON (:meth:`from_metadata` reads them back)."""
+    def predict_settings(self, conf: float | None = None, **changes: object) -> PostSettings:
+        """What prediction keeps (``singleshot predict``, :meth:`Detector.predict
+        <singleshot.predict.Detector.predict>`, the server's ``/predict``): the model's own settings with ``changes``
+        (``iou``, ``max_det``, ``classes``...), keeping the scores above ``conf`` when one is given, whatever the
+        weights carry; else above the weights' per-class thresholds (:attr:`class_conf`) when they carry them, and
+        above :data:`PREDICT`'s ``conf`` for the classes without one and when they carry none."""
+        if conf is not None:
+            return self.settings.replace(conf=conf, class_conf=None, **changes)
+        return self.settings.replace(conf=PREDICT.conf, class_conf=self.class_conf, **changes)
+
+    def to_metadata(self) -> dict[str, float | int | list[float] | list[float | None]]:
+        """The settings, variances and per-class thresholds (when there are) as a file's JSON (:meth:`from_metadata`
+        reads them back)."""
         values = {_FILE_KEYS[k]: getattr(self.settings, k) for k in ("conf", "iou", "candidates", "max_det")}
-        return values | {"variances": list(self.variances)}
+        thresholds = {} if self.class_conf is None else {CLASS_CONF_KEY: list(self.class_conf)}
+        return values | {"variances": list(self.variances)} | thresholds
 
     @classmethod
     def from_metadata(cls, values: dict[str, object]) -> PostProcessor:
-        """The inverse of :meth:`to_metadata`; unknown keys are an error, missing ones take the defaults."""
+        """The inverse of :meth:`to_metadata`; unknown keys are an error, missing ones take the defaults (no
+        per-class thresholds in files written without them)."""
         names = {v: k for k, v in _FILE_KEYS.items()}
-        unknown = [k for k in values if k not in names and k != "variances"]
+        unknown = [k for k in values if k not in names and k not in ("variances", CLASS_CONF_KEY)]
         if unknown:
             raise ValueError(f"unknown post-processing settings {unknown}")
         # the ignore below: checked by PostSettings
         settings = PostSettings(**{names[k]: v for k, v in values.items() if k in names})  # type: ignore[arg-type]
         variances = values.get("variances", DEFAULT_VARIANCES)
-        # the ignore below: a JSON list of two numbers
-        return cls(settings, tuple(float(v) for v in variances))  # type: ignore[attr-defined,arg-type]
+        # the ignores below: a JSON list of two numbers; a JSON list of numbers and nulls, checked by PostSettings
+        return cls(
+            settings,
+            tuple(float(v) for v in variances),  # type: ignore[attr-defined,arg-type]
+            values.get(CLASS_CONF_KEY),  # type: ignore[arg-type]
+        )
 
     def forward(
         self,
@@ -130,7 +186,8 @@ class PostProcessor(nn.Module):
         settings: PostSettings | None = None,
         priors_cxcywh: Tensor | None = None,
     ) -> list[dict[str, Tensor]]:
-        """Detections of each image: candidates above ``settings.conf``, per-class NMS, the top ``max_det``.
+        """Detections of each image: candidates above ``settings.conf`` (or their class's ``class_conf``), per-class
+        NMS, the top ``max_det``.
 
         Args:
             scores: ``(B, P, C + 1)``, background at index 0: the head's logits when ``priors_cxcywh`` is given,
@@ -153,7 +210,8 @@ class PostProcessor(nn.Module):
             keep = torch.zeros(num_logits - 1, dtype=torch.bool, device=fg.device)
             keep[torch.tensor(settings.classes, dtype=torch.int64, device=fg.device) - 1] = True
             fg = fg * keep  # excluded classes score 0: below any threshold, never selected
-        img, prior, cls, score = select_candidates(fg, fg > settings.conf, settings.candidates)
+        limits = settings.conf if settings.class_conf is None else settings.class_limits(num_logits - 1, fg.device)
+        img, prior, cls, score = select_candidates(fg, fg > limits, settings.candidates)
 
         if priors_cxcywh is not None:
             candidates = decode(boxes[img, prior].float(), priors_cxcywh[prior], self.variances)

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from singleshot.folders import atomic_write
+from singleshot.postprocess import CLASS_CONF_KEY, PostProcessor, PostSettings
 from singleshot.ssd import SSD
 from singleshot.version import __version__
 
@@ -38,7 +39,8 @@ class WeightsMetadata:
     std: tuple[float, float, float]
     version: str = __version__
     #: The model's post-processing settings (:meth:`PostProcessor.to_metadata`); exported models carry them, since
-    #: no builder is called when they are loaded. None: the builder's own.
+    #: no builder is called when they are loaded. None: the builder's own. With them, the per-class score
+    #: thresholds prediction uses when the file carries some (:attr:`PostProcessor.class_conf`).
     postprocess: dict[str, Any] | None = None
     #: The default-box design (:class:`~singleshot.priors.DefaultBoxConfig` fields), e.g. an imported model's own
     #: (torchvision's COCO scales, ssd.pytorch's clamping). None: the builder's own.
@@ -57,6 +59,28 @@ class WeightsMetadata:
             model.name, list(class_names), image_size=tuple(p.image_size), mean=tuple(p.mean), std=tuple(p.std),
             postprocess=model.postprocess.to_metadata(), default_boxes=dataclasses.asdict(model.default_boxes),
         )  # fmt: skip  # keywords grouped by line
+
+    @property
+    def class_conf(self) -> tuple[float | None, ...] | None:
+        """The per-class score thresholds the file carries (labels 1..C), None when it carries none."""
+        return PostProcessor.from_metadata(self.postprocess).class_conf if self.postprocess is not None else None
+
+    def with_class_conf(self, thresholds: Sequence[float | None] | None) -> WeightsMetadata:
+        """A copy carrying ``thresholds`` (one per class, None for a class without one) as its per-class score
+        thresholds; None: a copy carrying none.
+
+        Raises:
+            ValueError: not one threshold per class, one outside [0, 1], or metadata without post-processing
+                settings (they would then become the defaults rather than the builder's own).
+        """
+        if self.postprocess is None:
+            raise ValueError("this metadata has no post-processing settings to carry per-class thresholds")
+        settings = {k: v for k, v in self.postprocess.items() if k != CLASS_CONF_KEY}
+        if thresholds is not None:
+            if len(thresholds) != self.num_classes:
+                raise ValueError(f"{len(thresholds)} thresholds for a model of {self.num_classes} classes")
+            settings[CLASS_CONF_KEY] = list(PostSettings(class_conf=tuple(thresholds)).class_conf or ())  # checked
+        return dataclasses.replace(self, postprocess=settings)
 
     def to_strings(self) -> dict[str, str]:
         extra = {} if self.postprocess is None else {"postprocess": json.dumps(self.postprocess)}
@@ -105,12 +129,43 @@ class WeightsMetadata:
 
 
 def save_weights(
-    model: SSD, path: str | Path, class_names: Sequence[str], state_dict: Mapping[str, Tensor] | None = None
+    model: SSD,
+    path: str | Path,
+    class_names: Sequence[str],
+    state_dict: Mapping[str, Tensor] | None = None,
+    *,
+    class_conf: Sequence[float | None] | None = None,
 ) -> None:
-    """Write ``model``'s weights (or ``state_dict``, e.g. its EMA) as ``.safetensors`` with metadata."""
+    """Write ``model``'s weights (or ``state_dict``, e.g. its EMA) as ``.safetensors`` with metadata; with
+    ``class_conf``, carrying those per-class score thresholds (one per class, None for a class without one) in place
+    of the model's own (:attr:`PostProcessor.class_conf`)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in (state_dict or model.state_dict()).items()}
-    meta = WeightsMetadata.of(model, class_names).to_strings()
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    meta = WeightsMetadata.of(model, class_names)
+    strings = (meta if class_conf is None else meta.with_class_conf(class_conf)).to_strings()
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=strings))
+
+
+def save_weights_with_thresholds(
+    source: str | Path, thresholds: Sequence[float | None] | None, path: str | Path
+) -> None:
+    """Write a copy of the weight file ``source`` (ours: ``.safetensors`` of ``singleshot train`` or
+    :func:`save_weights`) to ``path`` (atomically), carrying ``thresholds`` as its per-class score thresholds (one
+    per class, labels 1..C, None for a class without one, e.g. :func:`~singleshot.metrics.threshold_vector`);
+    ``thresholds`` None: a copy carrying none. The tensors and the rest of the metadata are copied as they are.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not our weight file, or thresholds that do not fit it (see
+            :meth:`WeightsMetadata.with_class_conf`).
+    """
+    tensors, raw = read_weights(source)
+    meta = WeightsMetadata.from_strings(raw, source)  # its errors name the file
+    try:
+        meta = meta.with_class_conf(thresholds)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from exc
+    strings = raw | {"postprocess": json.dumps(meta.postprocess)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=strings))
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -127,4 +182,4 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     return tensors, meta
 
 
-__all__ = ["FORMAT", "WeightsMetadata", "read_weights", "save_weights"]
+__all__ = ["FORMAT", "WeightsMetadata", "read_weights", "save_weights", "save_weights_with_thresholds"]

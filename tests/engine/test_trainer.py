@@ -14,6 +14,7 @@ from singleshot.engine.ema import ModelEMA
 from singleshot.engine.recipe import TrainConfig
 from singleshot.engine.trainer import train
 from singleshot.evaluation import evaluate_model
+from singleshot.metrics import class_thresholds, threshold_vector
 from singleshot.models import build
 from singleshot.predict.loading import load_model
 
@@ -64,6 +65,30 @@ def test_run_folder_and_resume_match_an_uninterrupted_run(tmp_path: Path) -> Non
     model, classes = load_model(run / "weights" / "last.safetensors")
     assert classes == ["circle", "square", "triangle"] and model.preprocessing.image_size == (96, 96)
     _same(model.state_dict(), full.model.state_dict())
+
+
+@pytest.mark.slow
+@pytest.mark.numeric
+def test_best_and_last_carry_the_thresholds_of_their_own_evaluation(tmp_path: Path, capsys) -> None:
+    result = train(_config(tmp_path, eval_every=1, predict_images=0, synthetic_val=16), progress=False)
+    weights = result.run_dir / "weights"
+    assert result.thresholds is not None and [t.name for t in result.thresholds] == ["circle", "square", "triangle"]
+    last, _ = load_model(weights / "last.safetensors")
+    assert last.postprocess.class_conf == threshold_vector(result.thresholds)  # the final evaluation's
+    assert any(t is not None for t in last.postprocess.class_conf)
+    printed = capsys.readouterr().out
+    assert "per-class score thresholds" in printed and "F1 @0.25" in printed
+    assert all(f"\n{t.name} " in printed for t in result.thresholds)
+    # best (epoch 1 or 2): the thresholds of evaluating the very weights it holds
+    best, _ = load_model(weights / "best.safetensors")
+    data = synthetic_bundle(24, 16, (96, 96), seed=0)
+    report = evaluate_model(best, data.val, torch.device("cpu"), batch=8, coco=False).report
+    assert best.postprocess.class_conf == threshold_vector(class_thresholds(report))
+    assert best.postprocess.settings == build("ssd_tiny160", 3).postprocess.settings  # evaluation's own, unchanged
+
+    stopped = train(_config(tmp_path / "stop", max_steps=2), progress=False)  # no evaluation before it stopped
+    assert stopped.thresholds is None
+    assert load_model(stopped.run_dir / "weights" / "last.safetensors")[0].postprocess.class_conf is None
 
 
 def test_checkpoint_survives_a_crash_while_writing(tmp_path: Path, monkeypatch) -> None:

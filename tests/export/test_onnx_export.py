@@ -208,3 +208,42 @@ def test_safetensors_carry_the_post_processing_settings(tmp_path: Path) -> None:
         "score_threshold": 0.2, "nms_threshold": 0.5, "candidates_per_class": 50, "detections_per_image": 20,
         "variances": [0.1, 0.2],
     }  # fmt: skip
+
+
+@pytest.mark.numeric
+def test_the_trained_weights_thresholds_travel_in_the_onnx_file(trained_tiny: Path, tmp_path: Path) -> None:
+    reference = singleshot.load(trained_tiny, device="cpu")
+    thresholds = reference.postprocess.class_conf
+    assert thresholds is not None and len(thresholds) == 3  # training wrote its final evaluation's
+    limits = torch.tensor([0.25 if t is None else t for t in thresholds])
+    images = [read_image(p) for p, _ in write_synthetic_images(tmp_path / "s", 4, (160, 160), seed=11)]
+    want = reference.predict(images)  # no conf: the weights' thresholds
+    assert sum(len(r) for r in want) > 0
+    assert all(bool((r.scores > limits[r.labels - 1]).all()) for r in want)
+    for nms in (False, True):
+        exported = singleshot.load(export_onnx(reference.model, reference.names, tmp_path / f"{nms}.onnx", nms=nms))
+        assert exported.postprocess.class_conf == thresholds
+        for got, w in zip(exported.predict(images), want, strict=True):
+            assert_same_detections(got.detection, w.detection)
+        more = exported.predict(images, conf=0.01)  # a user's conf overrides them all
+        assert sum(len(r) for r in more) > sum(len(r) for r in want)
+
+
+@pytest.mark.numeric
+def test_the_nms_graph_applies_per_class_thresholds_on_the_host(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = _trained_like(build("ssd_tiny160", 3, image_size=160))
+    exported = singleshot.load(export_onnx(model, NAMES, tmp_path / "nms.onnx", nms=True))
+    images = _images(tmp_path)
+    own = exported.postprocess.settings
+    every, _ = exported.detect(images, settings=own.replace(conf=0.0))  # all the graph's rows
+    # this model's scores: 0.02 to 0.027; one class kept whole, one left out, one in part; conf (0.3) used by none
+    limits = torch.tensor([0.0, 0.5, 0.021])
+    settings = own.replace(conf=0.3, class_conf=(0.0, 0.5, 0.021))
+    chosen, _ = exported.detect(images, settings=settings)
+    top, _ = exported.detect(images, settings=settings.replace(max_det=5))
+    for d, e, t in zip(chosen, every, top, strict=True):
+        keep = e["scores"] > limits[e["labels"] - 1]
+        assert 1 in d["labels"] and 3 in d["labels"] and 2 not in d["labels"]
+        for k in ("boxes", "scores", "labels"):
+            assert torch.equal(d[k], e[k][keep]) and torch.equal(t[k], d[k][:5])

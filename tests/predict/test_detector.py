@@ -22,6 +22,8 @@ from singleshot.metrics import evaluate_detections
 from singleshot.models import build
 from singleshot.postprocess import PostSettings
 from singleshot.predict import Detector, SourceReport
+from singleshot.predict.command import PredictConfig
+from singleshot.predict.command import run as predict_to_folder
 from singleshot.predict.video import VideoWriter
 from singleshot.weights import save_weights
 
@@ -89,6 +91,40 @@ def test_filters_run_in_the_post_processor(tmp_path: Path, untrained: Path) -> N
     assert (confident.scores >= 0.2).all() and len(confident) == int((everything.scores > 0.2).sum())
     with pytest.raises(ValueError, match=r"unknown class 'cat'; this model's classes are 1: circle, 2: square"):
         detector.predict(path, classes=["cat"])
+
+
+@pytest.mark.numeric
+def test_predict_uses_the_weights_thresholds_unless_given_a_conf(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build("ssd_tiny160", 3)
+    carrying = tmp_path / "thresholds.safetensors"
+    save_weights(model, carrying, NAMES, class_conf=(0.3, None, 0.275))  # this model's scores: 0.26 to 0.36
+    save_weights(model, tmp_path / "plain.safetensors", NAMES)
+    detector, plain = singleshot.load(carrying, device="cpu"), singleshot.load(tmp_path / "plain.safetensors", "cpu")
+    images = [SyntheticShapes(3, (120, 160), seed=4)[i][0] for i in range(3)]
+    every = detector.predict(images, conf=0.01, max_det=1000, batch=3)
+    got = detector.predict(images, max_det=1000, batch=3)  # no conf: the weights' thresholds
+    default = plain.predict(images, max_det=1000, batch=3)  # weights without thresholds: 0.25 for every class
+    limits = torch.tensor([0.3, 0.25, 0.275])  # class 2 has no threshold: 0.25, prediction's default conf
+    for g, e, d in zip(got, every, default, strict=True):
+        keep = e.scores > limits[e.labels - 1]
+        assert torch.equal(g.labels, e.labels[keep]) and torch.equal(g.scores, e.scores[keep])
+        assert 0 < int((g.labels == 1).sum()) < int((d.labels == 1).sum()) == int((e.labels == 1).sum())
+        assert bool((d.scores > 0.25).all())
+    for given, d in zip(detector.predict(images, conf=0.25, max_det=1000, batch=3), default, strict=True):
+        _same(given, d)  # a conf given overrides the thresholds: the same as weights without them
+    # `singleshot predict`: no --conf, the thresholds; --conf, that one
+    ((path, _),) = write_synthetic_images(tmp_path / "src", 1, size=(120, 160))
+    (expected,) = detector.predict(path)
+    counts = {}
+    for conf in (None, 0.25):
+        config = PredictConfig(str(carrying), str(path), conf=conf, save=False, device="cpu")
+        counts[conf] = predict_to_folder(config, progress=False, log=lambda _: None).detections
+    assert counts[None] == len(expected) < counts[0.25] == len(detector.predict(path, conf=0.25)[0])
+    # detect (what evaluation runs) keeps the model's own settings: the thresholds change no AP
+    assert detector.postprocess.settings == plain.postprocess.settings
+    for a, b in zip(detector.detect(images)[0], plain.detect(images)[0], strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in ("boxes", "scores", "labels"))
 
 
 @pytest.mark.numeric

@@ -12,13 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import png_header, write_synthetic_images, write_unusual_images
 from fastapi.testclient import TestClient
 from PIL import Image
 
 import singleshot
 from singleshot.data.synthetic import SyntheticShapes
+from singleshot.models import build
 from singleshot.serve import ServeConfig, create_app
+from singleshot.weights import save_weights
 
 CONF = 0.05  # low enough that the trained tiny model has several detections per image
 
@@ -103,6 +106,25 @@ def test_query_settings_filter_like_predict(client: TestClient, image: Path, tra
     assert both.status_code == 200 and len(both.json()["detections"]) == len(full)
 
 
+@pytest.mark.numeric
+def test_without_conf_the_weights_thresholds_apply_and_a_conf_overrides_them(image: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    weights = tmp_path / "thresholds.safetensors"
+    # an untrained model: scores 0.26 to 0.36; class 2 has no threshold (0.25, prediction's default conf)
+    save_weights(build("ssd_tiny160", 3), weights, list(SyntheticShapes.classes), class_conf=(0.3, None, 0.275))
+    detector = singleshot.load(weights, device="cpu")
+    with _client(weights) as c:
+        assert c.get("/metadata").json()["defaults"]["class_conf"] == [0.3, None, 0.275]
+        (expected,) = detector.predict(image)
+        by_thresholds = c.post("/predict", files={"image": (image.name, image.read_bytes())}).json()
+        _same_as_predict(by_thresholds, expected)
+        limits = torch.tensor([0.3, 0.25, 0.275])
+        assert len(expected) > 0 and bool((expected.scores > limits[expected.labels - 1]).all())
+        (overridden,) = detector.predict(image, conf=0.25)
+        _same_as_predict(_post(c, image, conf=0.25), overridden)
+        assert len(overridden) > len(expected)
+
+
 def test_health_metadata_and_page(client: TestClient) -> None:
     assert client.get("/health/live").json() == {"status": "live"}
     ready = client.get("/health/ready")
@@ -111,6 +133,8 @@ def test_health_metadata_and_page(client: TestClient) -> None:
     assert meta["model"] == "ssd_tiny160" and meta["classes"] == ["circle", "square", "triangle"]
     assert meta["input_size"] == [160, 160] and meta["backend"] == "pytorch" and meta["precision"] == "fp32"
     assert meta["limits"]["max_batch"] == 8 and meta["limits"]["max_upload_mb"] == 0.05
+    thresholds = meta["defaults"]["class_conf"]  # the trained weights carry their final evaluation's thresholds
+    assert len(thresholds) == 3 and all(t is None or 0 < t < 1 for t in thresholds) and meta["defaults"]["conf"] == 0.25
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     html = page.text

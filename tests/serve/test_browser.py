@@ -1,13 +1,13 @@
 """The page in a real browser: headless Chromium (Debian's chromium + chromium-driver, driven by selenium) opens
 the page of a real ``singleshot serve`` process, uploads a synthetic-shapes image, and its drawn detections and
-table must match ``/predict``'s JSON for the same image. The screenshot is kept in runs/test-artifacts/."""
+table must match ``/predict``'s JSON for the same image: first those above the weights' per-class thresholds (the
+served weights carry their final evaluation's), then those above the slider. The screenshot is kept in
+runs/test-artifacts/."""
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,31 +16,8 @@ from conftest import Server, write_synthetic_images
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "runs" / "test-artifacts"
-PAGE_CONF, SLIDER_START = 0.01, 0.25  # the page asks for every detection >= 0.01 and shows those >= its slider
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[object]:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("needs Debian's chromium and chromium-driver packages (.ci/run installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
-        "--window-size=1280,900", f"--user-data-dir={tmp_path / 'profile'}",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
+PAGE_CONF = 0.01  # the page asks for every detection above 0.01 and shows those above the thresholds or its slider
 
 
 def _rows(driver: object) -> list[dict]:
@@ -66,8 +43,11 @@ def test_the_page_draws_and_lists_what_predict_returns(browser: object, served_t
         f"{served_tiny.url}/predict", params={"conf": PAGE_CONF}, files={"image": (image.name, image.read_bytes())}
     ).json()
     every = expected["detections"]
-    shown = [d for d in every if d["score"] >= SLIDER_START]
+    defaults = httpx.get(f"{served_tiny.url}/metadata").json()["defaults"]
+    limits = [defaults["conf"] if t is None else t for t in defaults["class_conf"]]
+    shown = [d for d in every if d["score"] > limits[d["label"] - 1]]  # the weights' per-class thresholds
     assert shown, "the trained tiny model should find shapes in this image"
+    assert "per-class thresholds" in driver.find_element(By.ID, "confValue").text  # type: ignore[attr-defined]
     rows = _rows(driver)
     assert [r["label"] for r in rows] == [d["label"] for d in shown]
     assert [r["name"] for r in rows] == [d["name"] for d in shown]
@@ -95,9 +75,8 @@ def test_the_page_draws_and_lists_what_predict_returns(browser: object, served_t
         "const s = document.getElementById('conf'); s.value = '0.5'; s.dispatchEvent(new Event('input'));"
     )
     assert [r["box"] for r in _rows(driver)] == [d["box"] for d in every if d["score"] >= 0.5]
-    driver.execute_script(  # type: ignore[attr-defined]
-        "const s = document.getElementById('conf'); s.value = '0.25'; s.dispatchEvent(new Event('input'));"
-    )
+    driver.find_element(By.ID, "perClass").click()  # type: ignore[attr-defined]  # back to the thresholds
+    assert [r["box"] for r in _rows(driver)] == [d["box"] for d in shown]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     assert driver.save_screenshot(str(ARTIFACTS / "serve_page.png"))  # type: ignore[attr-defined]
     (ARTIFACTS / "serve_page.json").write_text(json.dumps(expected, indent=1))

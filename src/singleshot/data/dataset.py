@@ -71,7 +71,8 @@ class Annotations:
     ``class_names`` are the names of labels 1..C; ``category_ids`` the annotation file's id of each of them
     (COCO; ``None``: the labels themselves); ``description`` names the layout and its path, for dataset names
     and messages (``"VOC devkit /data/VOC2007"``); ``pixel_indices`` is True where boxes are inclusive pixel
-    indices (VOC).
+    indices (VOC); ``supercategories`` the file's supercategory of each class (COCO files that give one for every
+    class; ``None`` otherwise).
     """
 
     records: list[Record]
@@ -79,6 +80,7 @@ class Annotations:
     description: str
     category_ids: list[int] | None = None
     pixel_indices: bool = False
+    supercategories: list[str] | None = None
 
     def where(self, keep: Callable[[Record], bool]) -> Annotations:
         """The same annotations with only the records that ``keep`` accepts (order kept)."""
@@ -140,7 +142,8 @@ class DetectionDataset(Dataset):
     For writing results in the dataset's own terms, :attr:`image_ids` holds each item's id in the annotation file
     (COCO; the index otherwise) and :attr:`category_ids` the file's id of each label 1..C (COCO; the label
     otherwise). :attr:`pixel_indices` is True where boxes are inclusive pixel indices (VOC), which the VOC
-    devkit's IoU assumes. :attr:`items` holds ``(image path, apply EXIF orientation, target)`` per item.
+    devkit's IoU assumes; :attr:`supercategories` the annotation file's supercategory of each class, or None.
+    :attr:`items` holds ``(image path, apply EXIF orientation, target)`` per item.
     """
 
     def __init__(
@@ -151,8 +154,10 @@ class DetectionDataset(Dataset):
         name: str,
         category_ids: Sequence[int] | None = None,
         pixel_indices: bool = False,
+        supercategories: Sequence[str] | None = None,
     ) -> None:
         self.class_names = list(class_names)
+        self.supercategories = list(supercategories) if supercategories is not None else None
         self.report = report
         self.name = name
         self.category_ids = list(category_ids) if category_ids is not None else list(range(1, len(class_names) + 1))

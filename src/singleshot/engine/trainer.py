@@ -3,6 +3,12 @@
 Run folder ``<project>/<name>/``: ``config.yaml`` (resolved), ``metrics.csv``, TensorBoard events,
 ``results.png``, ``train_batch.jpg``, ``weights/{last,best}.safetensors``, ``last.pt`` (resumable state) and
 ``predictions/`` (held-out images, predictions beside ground truth).
+
+Weights saved right after an evaluation carry the per-class score thresholds of that evaluation (best F1 on the
+validation split, :func:`~singleshot.metrics.class_thresholds`), which prediction then uses by default: ``last`` those
+of the final evaluation, ``best`` those of the evaluation that made it best (of the very weights it holds, so no
+second evaluation is needed). Weights saved without an evaluation just before (a stop at ``max_steps``, an epoch
+without one) carry none.
 """
 
 from __future__ import annotations
@@ -42,9 +48,10 @@ from singleshot.engine.recipe import TrainConfig
 from singleshot.engine.run_log import RunLog
 from singleshot.evaluation import evaluate_model
 from singleshot.folders import new_run_dir
-from singleshot.metrics import MetricReport
+from singleshot.metrics import ClassThreshold, MetricReport, class_thresholds, threshold_vector, thresholds_table
 from singleshot.models import build
 from singleshot.plots import batch_grid, prediction_pair, save_image
+from singleshot.postprocess import PREDICT
 from singleshot.predict import Detector
 from singleshot.predict.loading import load_initial_weights
 from singleshot.predict.precision import bf16_is_native
@@ -69,6 +76,8 @@ class TrainResult:
     best_map50: float
     final_map50: float
     global_step: int
+    #: Per class, the score thresholds of the final evaluation (written into ``last``); None without one.
+    thresholds: list[ClassThreshold] | None = None
 
 
 class TerminatedError(Exception):
@@ -218,6 +227,8 @@ class Trainer:
         self.position = Position()
         self.best_map50 = -1.0
         self.final_map50 = float("nan")
+        self.report: MetricReport | None = None  # the latest evaluation ...
+        self.thresholds: list[ClassThreshold] | None = None  # ... and its per-class score thresholds
         self.run_log: RunLog | None = None  # rank 0 opens it when the run starts
         if state is not None:
             self._restore(state)
@@ -247,6 +258,7 @@ class Trainer:
                 return self._result()
             self._end_epoch(epoch, stats, started)
         self._write_predictions()
+        self._log_thresholds()
         self._log(f"done: best mAP50 {self.best_map50:.3f}; weights in {self.run_dir / 'weights'}")
         return self._result()
 
@@ -317,7 +329,7 @@ class Trainer:
         report = None
         if self.dist.is_main and (final or epoch + 1 == c.epochs or (c.eval_every and (epoch + 1) % c.eval_every == 0)):
             report = self._evaluate()
-        self._save_weight_file("last")
+        self._save_weight_file("last", self.thresholds if report is not None else None)
         self.position.epoch = epoch + 1  # the checkpoint records where to go on: the start of the next epoch
         self._save_state()
         seconds = time.perf_counter() - started
@@ -329,7 +341,8 @@ class Trainer:
         self._log(f"epoch {epoch + 1}/{c.epochs}  {losses}{shown}  {images_per_s:.1f} img/s  {seconds:.0f}s")
 
     def _evaluate(self) -> MetricReport:
-        """Evaluate the EMA (or the model) on the validation set; keep ``best.safetensors`` by VOC07 mAP50."""
+        """Evaluate the EMA (or the model) on the validation set and read its per-class score thresholds; keep
+        ``best.safetensors`` by VOC07 mAP50, carrying them."""
         started = time.perf_counter()
         evaluation = evaluate_model(
             self.eval_model,
@@ -344,10 +357,18 @@ class Trainer:
         if self.budget is not None:  # keep time for the final evaluation
             self.budget.keep_for_final_evaluation(time.perf_counter() - started)
         self.final_map50 = report.map50_07
+        self.report, self.thresholds = report, class_thresholds(report)
         if report.map50_07 > self.best_map50:
             self.best_map50 = report.map50_07
-            self._save_weight_file("best")
+            self._save_weight_file("best", self.thresholds)
         return report
+
+    def _log_thresholds(self) -> None:
+        """Print the final evaluation's per-class thresholds, written into ``last`` (F1 beside the default 0.25)."""
+        if self.report is None or self.thresholds is None or not self.dist.is_main:
+            return
+        self._log("per-class score thresholds (best F1 on the validation split), carried by the weights:")
+        self._log(thresholds_table(self.report, self.thresholds, baseline=PREDICT.conf))
 
     def _record(
         self, epoch: int, stats: EpochStats, report: MetricReport | None, images_per_s: float, seconds: float
@@ -386,16 +407,21 @@ class Trainer:
 
     # -- state ------------------------------------------------------------------------------------------
     def _result(self) -> TrainResult:
-        return TrainResult(self.run_dir, self.eval_model, self.best_map50, self.final_map50, self.position.global_step)
+        return TrainResult(
+            self.run_dir, self.eval_model, self.best_map50, self.final_map50, self.position.global_step, self.thresholds
+        )
 
     def _log(self, message: str) -> None:
         if self.dist.is_main:
             print(message, flush=True)
 
-    def _save_weight_file(self, which: str) -> None:
-        """``weights/<which>.safetensors``: the evaluated weights (EMA when enabled), for users."""
+    def _save_weight_file(self, which: str, thresholds: list[ClassThreshold] | None = None) -> None:
+        """``weights/<which>.safetensors``: the evaluated weights (EMA when enabled), for users, carrying the best-F1
+        per-class score ``thresholds`` of their evaluation when given."""
         if self.dist.is_main:
-            save_weights(self.eval_model, self.run_dir / "weights" / f"{which}.safetensors", self.data.class_names)
+            path = self.run_dir / "weights" / f"{which}.safetensors"
+            class_conf = threshold_vector(thresholds) if thresholds is not None else None
+            save_weights(self.eval_model, path, self.data.class_names, class_conf=class_conf)
 
     def _save_state(self) -> None:
         """``last.pt``: everything needed to go on exactly from here (:mod:`singleshot.engine.checkpoint`)."""

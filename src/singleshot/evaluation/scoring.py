@@ -24,14 +24,15 @@ from singleshot.types import Detection, Target
 
 
 def open_eval_data(
-    data: str | Path | None, split: str, class_names: list[str], image_size: tuple[int, int], synthetic: int
+    data: str | Path | None, split: str, class_names: list[str] | None, image_size: tuple[int, int], synthetic: int
 ) -> tuple[EvaluationData, str]:
     """The dataset to evaluate on, with labels in the model's class order, and a line describing it.
 
-    ``data=None`` is the held-out synthetic-shapes set of ``synthetic`` images (for models trained on them).
+    ``data=None`` is the held-out synthetic-shapes set of ``synthetic`` images (for models trained on them);
+    ``class_names=None`` takes the data's own classes.
     """
     if data is None:
-        if list(class_names) != list(SyntheticShapes.classes):
+        if class_names is None or list(class_names) != list(SyntheticShapes.classes):
             raise ValueError(
                 f"no --data given, and the synthetic shapes {list(SyntheticShapes.classes)} are not the model's "
                 f"classes {class_names}"

@@ -1,6 +1,7 @@
 """Detection metrics: Pascal VOC AP at IoU 0.5 (:mod:`.voc`), COCO metrics through ``pycocotools``
 (:mod:`.coco`), a confusion matrix (:mod:`.confusion`), and :class:`MetricReport` (:mod:`.report`), which
-holds them and prints or saves them. :func:`evaluate_detections` computes everything at once.
+holds them and prints or saves them. :func:`evaluate_detections` computes everything at once; :func:`class_thresholds`
+(:mod:`.thresholds`) reads per-class score thresholds off a report's curves.
 
 Boxes are xyxy pixels; detections and ground truths follow :mod:`singleshot.types`.
 """
@@ -8,6 +9,13 @@ Boxes are xyxy pixels; detections and ground truths follow :mod:`singleshot.type
 from singleshot.metrics.coco import COCO_STATS, coco_evaluate, coco_ground_truth, coco_results
 from singleshot.metrics.confusion import confusion_matrix
 from singleshot.metrics.report import MetricReport, evaluate_detections
+from singleshot.metrics.thresholds import (
+    ClassThreshold,
+    class_thresholds,
+    threshold_f1,
+    threshold_vector,
+    thresholds_table,
+)
 from singleshot.metrics.voc import (
     VOC07_RECALL_THRESHOLDS,
     Matches,
@@ -21,10 +29,12 @@ from singleshot.metrics.voc import (
 __all__ = [
     "COCO_STATS",
     "VOC07_RECALL_THRESHOLDS",
+    "ClassThreshold",
     "Matches",
     "MetricReport",
     "PRCurve",
     "ap_from_pr",
+    "class_thresholds",
     "coco_evaluate",
     "coco_ground_truth",
     "coco_results",
@@ -32,5 +42,8 @@ __all__ = [
     "evaluate_detections",
     "match_detections",
     "pr_curve",
+    "threshold_f1",
+    "threshold_vector",
+    "thresholds_table",
     "voc_ap",
 ]

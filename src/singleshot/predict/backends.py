@@ -92,8 +92,9 @@ class OnnxBackend:
     all graph optimisations and one thread per physical core.
 
     The file's metadata gives the model name, classes, input size and post-processing settings. A file exported
-    with ``--nms`` does NMS in the graph at its own IoU threshold; the host then only applies ``conf``,
-    ``classes`` and ``max_det`` (an ``iou`` other than the file's is reported once and not applied).
+    with ``--nms`` does NMS in the graph at its own IoU threshold; the host then only applies ``conf`` (or the
+    per-class ``class_conf``), ``classes`` and ``max_det`` (an ``iou`` other than the file's is reported once and
+    not applied).
     """
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
@@ -159,10 +160,12 @@ class OnnxBackend:
             )
             self._warned_iou = True
         classes = None if settings.classes is None else torch.tensor(settings.classes, dtype=torch.int64)
+        limits = None if settings.class_conf is None else settings.class_limits(len(self.class_names))
         out = []
         for row, (h, w) in zip(rows, sizes, strict=True):
             labels = row[:, 5].round().to(torch.int64)
-            keep = (row[:, 4] > settings.conf) & (labels > 0)
+            limit = settings.conf if limits is None else limits[(labels - 1).clamp(min=0)]  # padding rows: label 0
+            keep = (row[:, 4] > limit) & (labels > 0)
             if classes is not None:
                 keep &= torch.isin(labels, classes)
             row, labels = row[keep][: settings.max_det], labels[keep][: settings.max_det]

@@ -42,7 +42,9 @@ class PredictConfig(Config):
 
     weights: str = shared("model_file", task="run")
     source: str = setting(help="image, video, folder (images and videos in it) or glob pattern")
-    conf: float = setting(PREDICT.conf, "least score of a detection kept")
+    conf: float | None = setting(
+        None, "least score of a detection kept; none: the weights' per-class thresholds when they carry them, else 0.25"
+    )
     iou: float = setting(
         PREDICT.iou, "IoU above which non-maximum suppression removes a lower-scoring box of its class"
     )
@@ -63,7 +65,7 @@ class PredictConfig(Config):
     def problems(self) -> list[str]:
         bad = [f"{k}={v}" for k, v in {"batch": self.batch, "vid_stride": self.vid_stride}.items() if v < 1]
         try:
-            PREDICT.replace(conf=self.conf, iou=self.iou, max_det=self.max_det)
+            PREDICT.replace(conf=PREDICT.conf if self.conf is None else self.conf, iou=self.iou, max_det=self.max_det)
         except ValueError as exc:  # the post-processing settings' own check
             bad.append(str(exc))
         return bad

@@ -157,7 +157,7 @@ class Detector:
         self,
         source: Any,
         *,
-        conf: float = PREDICT.conf,
+        conf: float | None = None,
         iou: float = PREDICT.iou,
         max_det: int = PREDICT.max_det,
         classes: Sequence[str | int] | None = None,
@@ -174,15 +174,20 @@ class Detector:
         a missing source, an empty folder or an unreadable video raises a ValueError/FileNotFoundError naming it.
 
         Args:
-            conf: least score kept; iou: NMS threshold; max_det: detections kept per image (the other
-                post-processing settings are the model's own; see :class:`~singleshot.postprocess.PostSettings`).
+            conf: least score kept, for every class; None: the weights' per-class thresholds when they carry them
+                (``singleshot train`` writes its final evaluation's best-F1 ones), else 0.25 (:data:`PREDICT
+                <singleshot.postprocess.PREDICT>`); see :meth:`PostProcessor.predict_settings
+                <singleshot.postprocess.PostProcessor.predict_settings>`.
+            iou: NMS threshold; max_det: detections kept per image (the other post-processing settings are the
+                model's own; see :class:`~singleshot.postprocess.PostSettings`).
             classes: keep only these classes (names or labels 1..C).
             batch: images per forward pass; vid_stride: use every n-th video frame.
         """
         if batch < 1 or vid_stride < 1:
             raise ValueError(f"batch and vid_stride must be >= 1, got {batch}, {vid_stride}")
-        own = self.backend.postprocess.settings
-        settings = own.replace(conf=conf, iou=iou, max_det=max_det, classes=self.class_labels(classes))
+        settings = self.backend.postprocess.predict_settings(
+            conf, iou=iou, max_det=max_det, classes=self.class_labels(classes)
+        )
         report = report if report is not None else SourceReport()
         results = self._results(expand(source, report), settings, batch, vid_stride, report)
         return results if stream else list(results)

@@ -56,7 +56,7 @@ def load_model(weights: str | Path) -> tuple[SSD, list[str]]:
     tensors, raw = read_weights(weights)
     meta = WeightsMetadata.from_strings(raw, weights)
     extra: dict[str, Any] = {}
-    if meta.postprocess is not None:
+    if meta.postprocess is not None:  # with the per-class score thresholds the file carries, if any
         extra["postprocess"] = PostProcessor.from_metadata(meta.postprocess)
     if meta.default_boxes is not None:
         extra["default_boxes"] = DefaultBoxConfig.from_dict(meta.default_boxes)

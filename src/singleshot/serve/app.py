@@ -1,8 +1,9 @@
 """The HTTP application of ``singleshot serve`` (FastAPI on Starlette).
 
 Endpoints: ``POST /predict`` (an image as a multipart upload, a JSON ``{"image": "<base64>"}`` body, or the raw
-bytes with an ``image/*`` content type; query ``conf``, ``iou``, ``max_det``, ``classes``) answers the detections
-in the uploaded image's pixels with the timings; ``GET /health/live``, ``GET /health/ready`` (200 once a warm-up
+bytes with an ``image/*`` content type; query ``conf``, ``iou``, ``max_det``, ``classes``; without ``conf``, the
+weights' per-class thresholds when they carry them, else 0.25) answers the detections in the uploaded image's
+pixels with the timings; ``GET /health/live``, ``GET /health/ready`` (200 once a warm-up
 batch has run, else 503), ``GET /metadata`` and ``GET /`` (the page, :file:`page.html`).
 
 Safety: the body is read in chunks and refused with 413 as soon as it passes the upload limit (at once when its
@@ -197,7 +198,13 @@ async def metadata(request: Request) -> dict[str, Any]:
         "backend": "onnxruntime" if isinstance(detector.backend, OnnxBackend) else "pytorch",
         "precision": detector.precision,
         "device": str(detector.device),
-        "defaults": {"conf": PREDICT.conf, "iou": PREDICT.iou, "max_det": PREDICT.max_det},
+        # class_conf: the weights' per-class thresholds (labels 1..C, null for a class without one: conf), or null
+        "defaults": {
+            "conf": PREDICT.conf,
+            "class_conf": detector.postprocess.class_conf,
+            "iou": PREDICT.iou,
+            "max_det": PREDICT.max_det,
+        },
         "limits": {
             "max_batch": config.max_batch,
             "max_wait_ms": config.max_wait_ms,
@@ -215,7 +222,10 @@ async def index(request: Request) -> HTMLResponse:
 # The detections in the uploaded image's pixels, with the timings (module docstring).
 async def predict(
     request: Request,
-    conf: Annotated[float, Query(ge=0, le=1, description="least score kept")] = PREDICT.conf,
+    conf: Annotated[
+        float | None,
+        Query(ge=0, le=1, description="least score kept; none: the weights' per-class thresholds, else 0.25"),
+    ] = None,
     iou: Annotated[float, Query(ge=0, le=1, description="NMS IoU threshold")] = PREDICT.iou,
     max_det: Annotated[int, Query(ge=1, le=10_000, description="most detections kept")] = PREDICT.max_det,
     classes: Annotated[list[str] | None, Query(description="keep only these classes: names or labels")] = None,
@@ -237,7 +247,7 @@ async def predict(
     except ImageError as exc:
         raise _RequestError(400, str(exc)) from None
     decoded = time.perf_counter()
-    settings = detector.postprocess.settings.replace(conf=conf, iou=iou, max_det=max_det, classes=labels)
+    settings = detector.postprocess.predict_settings(conf, iou=iou, max_det=max_det, classes=labels)
     try:
         future = request.app.state.batcher.submit((image, (info.height, info.width), settings))
     except QueueFullError as exc:

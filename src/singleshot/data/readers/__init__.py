@@ -103,8 +103,9 @@ def _open(
 
     def dataset(annotations: Annotations, label: str) -> DetectionDataset:
         return DetectionDataset(
-            annotations.records, names, report, f"{desc} [{label}]", train.category_ids, train.pixel_indices
-        )
+            annotations.records, names, report, f"{desc} [{label}]", train.category_ids, train.pixel_indices,
+            train.supercategories,
+        )  # fmt: skip  # positional, in the constructor's order
 
     train_set = dataset(train, labels[0])
     val_set = train_set if val is train else dataset(val, labels[1])

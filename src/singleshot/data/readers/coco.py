@@ -71,6 +71,8 @@ def _read_instances(
     label_of = {c["id"]: names.index(c["name"]) + 1 for c in categories if c["name"] in names}
     category_of = {label: cid for cid, label in label_of.items()}
     category_ids = [category_of.get(label, label) for label in range(1, len(names) + 1)]
+    group_of = {c["name"]: str(c["supercategory"]) for c in categories if c.get("supercategory")}
+    supercategories = [group_of[n] for n in names] if all(n in group_of for n in names) else None
     per_image: dict[Any, list[dict[str, Any]]] = {i: [] for i in images}
     for ann in annotations:
         per_image.setdefault(ann.get("image_id"), []).append(ann)
@@ -98,4 +100,4 @@ def _read_instances(
         records.append(
             Record(image_dir / im["file_name"], boxes, labels, difficult, declared_size=size, source_id=image_id)
         )
-    return Annotations(records, names, description, category_ids=category_ids)
+    return Annotations(records, names, description, category_ids=category_ids, supercategories=supercategories)
