@@ -53,6 +53,13 @@ SHARED: dict[str, tuple[Any, str]] = {
     "train_split": ("train", "split to train on, where the dataset has named splits"),
     "val_split": ("val", "split to evaluate on, where the dataset has named splits"),
     "classes": (None, "class names in label order; none reads them from the data"),
+    "slice": (
+        None,
+        "sliced inference for small objects: tiles of this side (pixels, native resolution); none: whole images",
+    ),
+    "overlap": (0.2, "overlap of neighbouring tiles, a share of the tile side in [0, 0.9] (with --slice)"),
+    "full_image": (True, "with --slice, also run the whole image (objects larger than a tile)"),
+    "merge": ("nms", "with --slice, how one object's detections in several tiles become one: nms drops, nmm merges"),
 }
 
 

@@ -122,3 +122,18 @@ def test_val_on_bccd(tmp_path: Path, bccd: Path) -> None:
     again = evaluate_detections(detections, ground_truths, names, coco=False, pixel_indices=True)
     assert again.map50_07 == pytest.approx(metrics["summary"]["mAP50_voc07"], abs=1e-6)
     assert len(predictions) == sum(result.report.num_detections)
+
+
+@pytest.mark.numeric
+def test_val_with_one_tile_equals_plain_val_and_smaller_tiles_run(trained_tiny: Path, tmp_path: Path) -> None:
+    """``singleshot val --slice``: a tile larger than the (160-pixel) images is the image itself, so the figures
+    equal plain val's; 96-pixel tiles (4 per image, and the whole image) give figures of their own."""
+    common = {"synthetic": 12, "images": 0, "coco": False, "project": str(tmp_path), "conf": 0.25}
+    plain = validate(ValConfig(str(trained_tiny), **common), progress=False, log=lambda s: None)
+    one_tile = validate(ValConfig(str(trained_tiny), slice=1000, **common), progress=False, log=lambda s: None)
+    assert one_tile.report.ap50 == plain.report.ap50 and one_tile.report.num_detections == plain.report.num_detections
+    tiles = validate(ValConfig(str(trained_tiny), slice=96, overlap=0.25, **common), progress=False, log=lambda s: None)
+    assert tiles.report.num_images == 12 and 0 <= tiles.report.map50 <= 1
+    assert tiles.report.num_detections != plain.report.num_detections
+    with pytest.raises(ValueError, match=r"overlap=0\.95 must be in"):
+        ValConfig(str(trained_tiny), slice=96, overlap=0.95).validate()

@@ -294,3 +294,18 @@ def test_a_full_queue_answers_429_with_retry_after(trained_tiny: Path, image: Pa
             t.join(30)
         assert statuses == [200, 200, 200]
         assert c.post("/predict", files={"image": ("a.png", upload)}).status_code == 200
+
+
+@pytest.mark.numeric
+def test_sliced_requests_equal_sliced_predict(client: TestClient, trained_tiny: Path, tmp_path: Path) -> None:
+    """Query ``slice``/``overlap``: the same detections as ``Detector.predict(slice=...)``, with the tiles counted."""
+    ((path, _),) = write_synthetic_images(tmp_path, 1, size=(200, 280), seed=21, suffix=".jpg")  # under the limit
+    detector = singleshot.load(trained_tiny, device="cpu")
+    (expected,) = detector.predict(path, conf=CONF, slice=96, overlap=0.25)
+    body = _post(client, path, slice=96, overlap=0.25)
+    _same_as_predict(body, expected)
+    assert body["tiles"] == expected.speed["tiles"] == 3 * 4 + 1 and "tiles" not in body["timings_ms"]
+    assert _post(client, path)["tiles"] == 1
+    upload = {"image": (path.name, path.read_bytes())}
+    bad = client.post("/predict", params={"slice": 96, "overlap": 0.95}, files=upload)
+    assert bad.status_code == 400 and "overlap" in bad.text

@@ -29,6 +29,7 @@ from singleshot.metrics import MetricReport, coco_results, confusion_matrix
 from singleshot.plots import plot_confusion_matrix, plot_pr_curves, prediction_pair, save_image
 from singleshot.postprocess import PREDICT
 from singleshot.predict import Detector
+from singleshot.predict.slicing import SliceSettings, slice_problems
 from singleshot.types import Detection, Target
 
 
@@ -50,6 +51,10 @@ class ValConfig(Config):
     images: int = setting(8, "images drawn with predictions beside ground truth")
     coco: bool = setting(True, "compute the COCO metrics with pycocotools (--no-coco skips the slow part)")
     synthetic: int = setting(200, "held-out synthetic images to evaluate on when there is no --data")
+    slice: int | None = shared("slice")
+    overlap: float = shared("overlap")
+    full_image: bool = shared("full_image")
+    merge: Literal["nms", "nmm"] = shared("merge")
     project: str = shared("project", task="val")
     name: str = shared("name")
     exist_ok: bool = shared("exist_ok")
@@ -60,7 +65,7 @@ class ValConfig(Config):
             bad.append("workers and images must be >= 0")
         if not (0 <= self.conf <= 1 and 0 <= self.iou <= 1):
             bad.append(f"conf={self.conf} and iou={self.iou} must be in [0, 1]")
-        return bad
+        return bad + slice_problems(self.slice, self.overlap, self.full_image, self.merge)
 
 
 @dataclass
@@ -92,6 +97,9 @@ def _evaluate_split(config: ValConfig, info: DistInfo, progress: bool, log: Call
     evaluation = evaluate_model(
         detector, dataset, detector.device, batch=config.batch, workers=config.workers, coco=config.coco,
         progress=progress, desc="val", dist=info,
+        slicing=None if config.slice is None else SliceSettings(
+            (config.slice, config.slice), config.overlap, config.full_image, config.merge
+        ),
     )  # fmt: skip  # the options two to a line
     if evaluation is None:
         return None

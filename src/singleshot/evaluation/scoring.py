@@ -18,6 +18,7 @@ from singleshot.data.synthetic import SyntheticShapes
 from singleshot.distributed import DistInfo, gather_shards, shard
 from singleshot.metrics import MetricReport, evaluate_detections
 from singleshot.predict import Detector
+from singleshot.predict.slicing import SliceSettings
 from singleshot.progress import Progress
 from singleshot.ssd import SSD
 from singleshot.types import Detection, Target
@@ -74,6 +75,7 @@ def evaluate_model(
     progress: bool = False,
     desc: str = "evaluate",
     dist: DistInfo | None = None,
+    slicing: SliceSettings | None = None,
 ) -> Evaluation | None:
     """All metrics of ``model`` on ``dataset`` (original image coordinates): VOC AP at IoU 0.5 (11-point and
     all-point) and, with ``coco``, the COCO summary, in the dataset's own ids and box convention;
@@ -83,7 +85,8 @@ def evaluate_model(
     is then its own). Inference is :meth:`Detector.detect <singleshot.predict.Detector.detect>` with the model's own
     post-processing settings, the path ``singleshot predict`` takes. With ``dist`` (under ``torchrun``) every
     process takes its share of the images and rank 0 computes the metrics (the other ranks get ``None``): the
-    figures equal a single process's.
+    figures equal a single process's. With ``slicing``, each image is detected by sliced inference
+    (:meth:`Detector.detect_sliced <singleshot.predict.Detector.detect_sliced>`), its tiles ``batch`` at a time.
     """
     info = dist or DistInfo()
     detector = model if isinstance(model, Detector) else Detector(model, dataset.class_names, device)
@@ -92,7 +95,10 @@ def evaluate_model(
     start = time.perf_counter()
     pairs: list[tuple[Detection, Target]] = []
     for images, targets in Progress(loader, desc=desc, enabled=progress and info.is_main):
-        detections, _ = detector.detect(images)
+        if slicing is None:
+            detections, _ = detector.detect(images)
+        else:
+            detections = [detector.detect_sliced(image, slicing, batch=batch)[0] for image in images]
         pairs.extend(zip(detections, targets, strict=True))
     merged = gather_shards(pairs, info)
     if merged is None:

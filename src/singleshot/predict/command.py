@@ -29,6 +29,7 @@ from singleshot.folders import new_run_dir
 from singleshot.postprocess import PREDICT
 from singleshot.predict.detector import Detector
 from singleshot.predict.result import Result
+from singleshot.predict.slicing import slice_problems
 from singleshot.predict.sources import SourceReport, expand
 from singleshot.predict.video import VideoWriter
 from singleshot.progress import Progress
@@ -58,6 +59,10 @@ class PredictConfig(Config):
     save_txt: bool = setting(False, "also write YOLO label files (class cx cy w h conf) to labels/")
     save_crop: bool = setting(False, "also write each detection's crop to crops/<class>/")
     line_width: int | None = setting(None, "box line width in pixels; none scales with the image")
+    slice: int | None = shared("slice")
+    overlap: float = shared("overlap")
+    full_image: bool = shared("full_image")
+    merge: Literal["nms", "nmm"] = shared("merge")
     project: str = shared("project", task="predict")
     name: str = shared("name")
     exist_ok: bool = shared("exist_ok")
@@ -68,6 +73,7 @@ class PredictConfig(Config):
             PREDICT.replace(conf=PREDICT.conf if self.conf is None else self.conf, iou=self.iou, max_det=self.max_det)
         except ValueError as exc:  # the post-processing settings' own check
             bad.append(str(exc))
+        bad += slice_problems(self.slice, self.overlap, self.full_image, self.merge)
         return bad
 
 
@@ -147,6 +153,7 @@ def run(config: PredictConfig, *, progress: bool = True, log: Callable[[str], No
         results = detector.predict(
             [items[i] for i in shard(len(items), info)], conf=config.conf, iou=config.iou, max_det=config.max_det,
             classes=config.classes, batch=config.batch, stream=True, vid_stride=config.vid_stride, report=reading,
+            slice=config.slice, overlap=config.overlap, full_image=config.full_image, merge=config.merge,
         )  # fmt: skip  # the options grouped by line
         outputs = _Outputs(run_dir, config) if run_dir is not None else None
         mine = _consume(results, outputs, progress and info.is_main, log)

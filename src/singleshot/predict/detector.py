@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -16,6 +16,7 @@ from singleshot.postprocess import PREDICT, PostProcessor, PostSettings
 from singleshot.predict.backends import Backend, TorchBackend
 from singleshot.predict.loading import load_backend
 from singleshot.predict.result import Result
+from singleshot.predict.slicing import DEFAULT_MERGE, DEFAULT_OVERLAP, SliceSettings, merge_tiles, windows_of
 from singleshot.predict.sources import SourceReport, expand, frames
 from singleshot.ssd import SSD
 from singleshot.types import Detection
@@ -165,6 +166,10 @@ class Detector:
         stream: bool = False,
         vid_stride: int = 1,
         report: SourceReport | None = None,
+        slice: int | tuple[int, int] | None = None,
+        overlap: float = DEFAULT_OVERLAP,
+        full_image: bool = True,
+        merge: Literal["nms", "nmm"] = DEFAULT_MERGE,
     ) -> list[Result] | Iterator[Result]:
         """Detect objects in ``source``: an image or video path, a folder, a glob, a ``PIL.Image``, an ``H x W x 3``
         uint8 RGB array, a ``3 x H x W`` tensor, or a list of these (see :mod:`singleshot.predict.sources`).
@@ -181,15 +186,24 @@ class Detector:
             iou: NMS threshold; max_det: detections kept per image (the other post-processing settings are the
                 model's own; see :class:`~singleshot.postprocess.PostSettings`).
             classes: keep only these classes (names or labels 1..C).
-            batch: images per forward pass; vid_stride: use every n-th video frame.
+            batch: images (with ``slice``: tiles) per forward pass; vid_stride: use every n-th video frame.
+            slice: sliced inference for small objects (:mod:`singleshot.predict.slicing`): tiles of this side (or
+                ``(H, W)``) at native resolution, neighbours overlapping by ``overlap`` of a side, plus the whole
+                image when ``full_image``, merged across tiles by ``merge`` (``nms`` or ``nmm``);
+                ``Result.speed["tiles"]`` says how many windows ran.
         """
         if batch < 1 or vid_stride < 1:
             raise ValueError(f"batch and vid_stride must be >= 1, got {batch}, {vid_stride}")
         settings = self.backend.postprocess.predict_settings(
             conf, iou=iou, max_det=max_det, classes=self.class_labels(classes)
         )
+        slicing = None if slice is None else SliceSettings(_tile_size(slice), overlap, full_image, merge)
         report = report if report is not None else SourceReport()
-        results = self._results(expand(source, report), settings, batch, vid_stride, report)
+        items = expand(source, report)
+        if slicing is None:
+            results = self._results(items, settings, batch, vid_stride, report)
+        else:
+            results = self._sliced_results(items, settings, slicing, batch, vid_stride, report)
         return results if stream else list(results)
 
     def _results(
@@ -210,3 +224,65 @@ class Detector:
                         "postprocess": ms["postprocess"] / n,
                     },
                 )  # fmt: skip  # the Result's fields, grouped by line rather than one per line
+
+    def detect_sliced(
+        self, image: Tensor, slicing: SliceSettings, settings: PostSettings | None = None, batch: int = 8
+    ) -> tuple[Detection, dict[str, float]]:
+        """Detections of one image by sliced inference (:mod:`singleshot.predict.slicing`): its windows
+        (:func:`~singleshot.predict.slicing.windows_of`) run ``batch`` at a time through the forward pass, each
+        post-processed with ``settings`` (default: the model's own), shifted back and merged.
+
+        Args:
+            image: uint8 (or float in [0, 1]) ``[3, H, W]`` at native resolution.
+
+        Returns:
+            the detections (xyxy pixels of ``image``, on the CPU), and milliseconds per stage with ``tiles``, the
+            number of windows run.
+        """
+        h, w = int(image.shape[1]), int(image.shape[2])
+        windows = windows_of(h, w, slicing)
+        crops = [image[:, y0:y1, x0:x1] for x0, y0, x1, y1 in windows.tolist()]
+        found: list[Detection] = []
+        ms = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+        for start in range(0, len(crops), batch):
+            detections, part = self.detect(crops[start : start + batch], None, settings)
+            found += detections
+            ms = {k: ms[k] + part[k] for k in ms}
+        started = time.perf_counter()
+        offsets = windows[:, :2].repeat(1, 2).to(torch.float32)
+        merged = merge_tiles(
+            torch.cat([d["boxes"] + offsets[k] for k, d in enumerate(found)]),
+            torch.cat([d["scores"] for d in found]),
+            torch.cat([d["labels"] for d in found]),
+            torch.cat([torch.full((len(d["labels"]),), k) for k, d in enumerate(found)]),
+            slicing.merge,
+            (settings or self.backend.postprocess.settings).max_det,
+        )
+        ms["postprocess"] += (time.perf_counter() - started) * 1e3
+        return merged, ms | {"tiles": float(len(windows))}
+
+    def _sliced_results(
+        self,
+        items: list[Any],
+        settings: PostSettings,
+        slicing: SliceSettings,
+        batch: int,
+        vid_stride: int,
+        report: SourceReport,
+    ) -> Iterator[Result]:
+        """The results of ``items`` by sliced inference, each frame read at native resolution."""
+        for f in frames(items, None, vid_stride, report):
+            d, ms = self.detect_sliced(f.image, slicing, settings, batch)
+            yield Result(
+                boxes=d["boxes"], scores=d["scores"], labels=d["labels"], names=self.names,
+                orig_size=f.orig_size, path=f.path, frame=f.frame, fps=f.fps, image=f.image, reload=f.reload,
+                speed=ms | {"preprocess": f.read_ms + ms["preprocess"]},
+            )  # fmt: skip  # the Result's fields, grouped by line rather than one per line
+
+
+def _tile_size(side: int | Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` of a tile given as one side or as ``(H, W)``."""
+    if isinstance(side, int):
+        return side, side
+    h, w = side
+    return int(h), int(w)

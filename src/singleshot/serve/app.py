@@ -46,6 +46,7 @@ from singleshot.data.images import ImageError, decode_image_bytes
 from singleshot.postprocess import PREDICT, PostSettings
 from singleshot.predict import Detector
 from singleshot.predict.backends import OnnxBackend
+from singleshot.predict.slicing import DEFAULT_OVERLAP, MAX_OVERLAP, SliceSettings
 from singleshot.serve.batching import BatchRunner, MicroBatcher, QueueFullError
 
 #: Seconds a client told 429 is asked to wait before trying again.
@@ -121,7 +122,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     batcher = MicroBatcher(_runner(detector, app.state.threads), config.max_batch, config.max_wait_ms, config.max_queue)
     app.state.batcher, app.state.ready = batcher, False
     warm_up = torch.zeros(3, *detector.image_size, dtype=torch.uint8)
-    future = batcher.submit((warm_up, tuple(detector.image_size), detector.postprocess.settings))
+    future = batcher.submit((warm_up, tuple(detector.image_size), detector.postprocess.settings, None))
     future.add_done_callback(lambda f: setattr(app.state, "ready", f.exception() is None))
     try:
         yield
@@ -229,6 +230,12 @@ async def predict(
     iou: Annotated[float, Query(ge=0, le=1, description="NMS IoU threshold")] = PREDICT.iou,
     max_det: Annotated[int, Query(ge=1, le=10_000, description="most detections kept")] = PREDICT.max_det,
     classes: Annotated[list[str] | None, Query(description="keep only these classes: names or labels")] = None,
+    slice: Annotated[
+        int | None, Query(ge=1, le=100_000, description="sliced inference: tiles of this side (native pixels)")
+    ] = None,
+    overlap: Annotated[
+        float, Query(ge=0, le=MAX_OVERLAP, description="with slice: overlap of neighbouring tiles")
+    ] = DEFAULT_OVERLAP,
 ) -> JSONResponse:
     detector: Detector = request.app.state.detector
     started = time.perf_counter()
@@ -239,7 +246,7 @@ async def predict(
         raise _RequestError(400, str(exc)) from None
     name, data = await _upload(request, request.app.state.upload_limit)
     received = time.perf_counter()
-    reduce_to = max(detector.image_size)
+    reduce_to = max(detector.image_size) if slice is None else None  # tiles are cut at native resolution
     try:
         image, info = await anyio.to_thread.run_sync(
             lambda: decode_image_bytes(data, name, reduce_to=reduce_to), limiter=request.app.state.decoders
@@ -249,10 +256,13 @@ async def predict(
     decoded = time.perf_counter()
     settings = detector.postprocess.predict_settings(conf, iou=iou, max_det=max_det, classes=labels)
     try:
-        future = request.app.state.batcher.submit((image, (info.height, info.width), settings))
+        slicing = None if slice is None else SliceSettings((slice, slice), overlap)
+        future = request.app.state.batcher.submit((image, (info.height, info.width), settings, slicing))
     except QueueFullError as exc:
         raise _RequestError(429, f"server busy: {exc}", {"Retry-After": str(RETRY_AFTER_S)}) from None
     (detection, ms, batch_size), queued_ms = await _result(request, future)
+    ms = dict(ms)
+    tiles = int(ms.pop("tiles", 1))  # windows run: 1 for a whole image
     timings = {
         "read": (received - started) * 1e3,
         "decode": (decoded - received) * 1e3,
@@ -266,6 +276,7 @@ async def predict(
             "image": {"name": name, "width": info.width, "height": info.height},
             "detections": _detections(detection, detector.names),
             "batch_size": batch_size,
+            "tiles": tiles,
             "timings_ms": {k: round(v, 3) for k, v in timings.items()},
         }
     )
@@ -276,13 +287,22 @@ def _runner(detector: Detector, threads: int) -> BatchRunner:
     post-processing; returns per image ``(detection, batch milliseconds per stage, batch size)``."""
     configured: set[int] = set()
 
-    def run(payloads: Sequence[tuple[torch.Tensor, tuple[int, int], PostSettings]]) -> list[Any]:
+    def run(payloads: Sequence[tuple[torch.Tensor, tuple[int, int], PostSettings, SliceSettings | None]]) -> list[Any]:
         if threading.get_ident() not in configured:  # OpenMP's thread count is per calling thread
             torch.set_num_threads(threads)
             configured.add(threading.get_ident())
-        images, sizes, settings = zip(*payloads, strict=True)
-        detections, ms = detector.detect(images, sizes, settings)
-        return [(d, ms, len(payloads)) for d in detections]
+        out: list[Any] = [None] * len(payloads)
+        whole = [i for i, p in enumerate(payloads) if p[3] is None]
+        if whole:  # one forward pass for the requests of whole images
+            images, sizes, settings, _ = zip(*(payloads[i] for i in whole), strict=True)
+            detections, ms = detector.detect(images, sizes, settings)
+            for i, d in zip(whole, detections, strict=True):
+                out[i] = (d, ms, len(whole))
+        for i, (image, _, post, slicing) in enumerate(payloads):
+            if slicing is not None:  # its tiles, batched through the forward pass
+                d, ms = detector.detect_sliced(image, slicing, post)
+                out[i] = (d, ms, 1)
+        return out
 
     return run
 
