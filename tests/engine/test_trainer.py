@@ -16,6 +16,7 @@ from singleshot.engine.trainer import train
 from singleshot.evaluation import evaluate_model
 from singleshot.metrics import class_thresholds, threshold_vector
 from singleshot.models import build
+from singleshot.predict import Detector
 from singleshot.predict.loading import load_model
 
 
@@ -160,3 +161,23 @@ def test_two_process_ddp_ends_with_identical_weights(tmp_path: Path) -> None:
     assert torch.load(tmp_path / "steps0.pt") == 4  # 32 images / 2 ranks / batch 4
     untrained = build("ssd_tiny160", 3, image_size=96).state_dict()
     assert not torch.equal(a["head.cls.0.weight"], untrained["head.cls.0.weight"])
+
+
+@pytest.mark.slow
+def test_tile_training_crops_tiles_and_validates_sliced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--tile 64`` on 96-pixel synthetic images: the training samples are tiles resized to the input, and the
+    evaluation that picks ``best`` runs sliced inference at 64 pixels (2 x 2 tiles and the whole image)."""
+    sliced: list[float] = []
+    original = Detector.detect_sliced
+
+    def counting(self: Detector, *args: object, **kwargs: object) -> tuple:
+        detection, ms = original(self, *args, **kwargs)  # type: ignore[arg-type]  # passed through
+        sliced.append(ms["tiles"])
+        return detection, ms
+
+    monkeypatch.setattr(Detector, "detect_sliced", counting)
+    result = train(_config(tmp_path, tile=64, eval_every=1, predict_images=0), progress=False)
+    assert result.best_map50 >= 0 and (result.run_dir / "weights" / "best.safetensors").is_file()
+    assert len(sliced) == 2 * 8 and set(sliced) == {5.0}  # 2 evaluations of the 8 val images, 5 windows each
+    with pytest.raises(ValueError, match="tile=0 must be >= 1"):
+        _config(tmp_path, tile=0).validate()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -22,7 +22,11 @@ class Augmented(Dataset):
     """
 
     def __init__(
-        self, dataset: Dataset, transform: DetectionTransform, seed: int = 0, keep_difficult: bool = False
+        self,
+        dataset: Dataset,
+        transform: DetectionTransform | Callable[[Tensor, Target], tuple[Tensor, Target]],
+        seed: int = 0,
+        keep_difficult: bool = False,
     ) -> None:
         self.dataset = dataset
         self.transform = transform

@@ -13,6 +13,7 @@ Boxes that the crop leaves smaller than 1 pixel are dropped together with their 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import cast
 
@@ -77,6 +78,60 @@ def build_transforms(
             ]
         )
     raise ValueError(f"unknown augmentation preset '{preset}'; choose one of {', '.join(PRESETS)}")
+
+
+#: A tile keeps an object cut by its border when at least this share of the object's box lies inside it.
+MIN_VISIBLE = 0.5
+#: Share of training tiles placed over an object (the others anywhere in the image).
+OBJECT_BIAS = 0.7
+
+
+def tile_crop(image: Tensor, target: Target, tile: int) -> tuple[Tensor, Target]:
+    """A random ``tile x tile`` window of ``image`` at native resolution (clipped to the image when it is smaller)
+    and its objects, for tile training (small objects in large images).
+
+    With probability :data:`OBJECT_BIAS` (when the image has objects) the window is placed, uniformly among the
+    positions that contain it, over the centre of a random object; otherwise anywhere. An object cut by the
+    window's border is kept, clipped to the window, when at least :data:`MIN_VISIBLE` of its box lies inside;
+    otherwise it is dropped. Draws from torch's global RNG (seeded per sample by :class:`~singleshot.data.loader.
+    Augmented`).
+
+    Args:
+        image: ``[3, H, W]``; target: its ``boxes`` (N, 4) xyxy pixels, ``labels`` (N,) and optional ``difficult``.
+    """
+    h, w = int(image.shape[-2]), int(image.shape[-1])
+    th, tw = min(tile, h), min(tile, w)
+    boxes = target["boxes"].float()
+    if len(boxes) and float(torch.rand(())) < OBJECT_BIAS:
+        k = int(torch.randint(len(boxes), ()))
+        cx, cy = float(boxes[k, 0] + boxes[k, 2]) / 2, float(boxes[k, 1] + boxes[k, 3]) / 2
+        x_lo, x_hi = max(0, math.ceil(cx - tw)), min(w - tw, math.floor(cx))
+        y_lo, y_hi = max(0, math.ceil(cy - th)), min(h - th, math.floor(cy))
+        x0 = int(torch.randint(x_lo, max(x_lo, x_hi) + 1, ()))
+        y0 = int(torch.randint(y_lo, max(y_lo, y_hi) + 1, ()))
+    else:
+        x0, y0 = int(torch.randint(w - tw + 1, ())), int(torch.randint(h - th + 1, ()))
+    window = torch.tensor([x0, y0, x0 + tw, y0 + th], dtype=torch.float32)
+    clipped = torch.cat([torch.maximum(boxes[:, :2], window[:2]), torch.minimum(boxes[:, 2:], window[2:])], 1)
+    area = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(dim=1)
+    inside = (clipped[:, 2:] - clipped[:, :2]).clamp(min=0).prod(dim=1)
+    keep = (inside >= MIN_VISIBLE * area) & (inside > 0)
+    out: dict = {**target, "boxes": clipped[keep] - window[:2].repeat(2), "labels": target["labels"][keep]}
+    if "difficult" in target:
+        out["difficult"] = target["difficult"][keep]
+    return image[:, y0 : y0 + th, x0 : x0 + tw], cast(Target, out)
+
+
+class TiledTransform:
+    """:func:`tile_crop` at ``tile`` pixels, then ``then`` (the usual augmentation and resize)."""
+
+    def __init__(self, tile: int, then: Callable[[Tensor, Target], tuple[Tensor, Target]]) -> None:
+        if tile < 1:
+            raise ValueError(f"tile={tile} must be >= 1")
+        self.tile, self.then = tile, then
+
+    def __call__(self, image: Tensor, target: Target) -> tuple[Tensor, Target]:
+        return self.then(*tile_crop(image, target, self.tile))
 
 
 def seeded(index_seed: int, fn: Callable[[], tuple[Tensor, Target]]) -> tuple[Tensor, Target]:

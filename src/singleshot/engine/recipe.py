@@ -71,6 +71,11 @@ class TrainConfig(Config):
         None, "wall-clock budget (30m, 90s, 1.5h): the schedule spans it, training stops on time; --epochs caps it"
     )
     predict_images: int = setting(8, "held-out images drawn with predictions beside ground truth at the end")
+    tile: int | None = setting(
+        None,
+        "train on random tiles of this side (native pixels, mostly over objects) of the training images, for small "
+        "objects in large images; validation then runs sliced inference at the same size",
+    )
 
     def problems(self) -> list[str]:
         positive = {"epochs": self.epochs, "batch": self.batch, "lr": self.lr}
@@ -79,6 +84,8 @@ class TrainConfig(Config):
             bad.append(f"imgsz={self.imgsz}")
         if self.workers < 0 or self.eval_every < 0 or self.max_steps < 0 or self.save_every_steps < 0:
             bad.append("workers, eval_every, max_steps and save_every_steps must be >= 0")
+        if self.tile is not None and self.tile < 1:
+            bad.append(f"tile={self.tile} must be >= 1")
         if not 0 < self.ema_decay < 1:
             bad.append(f"ema_decay={self.ema_decay}")
         if self.time_budget is not None:

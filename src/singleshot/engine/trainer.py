@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from singleshot.convert.bases import imagenet_backbone
 from singleshot.data import DataBundle, open_dataset, synthetic_bundle
 from singleshot.data.loader import Augmented, EpochSampler, make_loader
-from singleshot.data.transforms import build_transforms
+from singleshot.data.transforms import TiledTransform, build_transforms
 from singleshot.distributed import DistInfo, broadcast_buffers, process_group, resolve_device
 from singleshot.engine.budget import TimeBudget
 from singleshot.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
@@ -55,6 +55,7 @@ from singleshot.postprocess import PREDICT
 from singleshot.predict import Detector
 from singleshot.predict.loading import load_initial_weights
 from singleshot.predict.precision import bf16_is_native
+from singleshot.predict.slicing import SliceSettings
 from singleshot.ssd import SSD
 from singleshot.weights import save_weights
 
@@ -217,7 +218,10 @@ class Trainer:
 
         preset = config.augment or ("ssdlite" if self.model.name.startswith("ssdlite") else "ssd")
         transform = build_transforms(preset, self.model.preprocessing.image_size)
+        if config.tile is not None:  # small objects in large images: tiles at native resolution, then the usual
+            transform = TiledTransform(config.tile, transform)
         self.train_view = Augmented(self.data.train, transform, seed=config.seed)
+        self.slicing = None if config.tile is None else SliceSettings((config.tile, config.tile))
         self.sampler = EpochSampler(len(self.train_view), True, config.seed, self.dist.rank, self.dist.world_size)
         self.loader = make_loader(self.train_view, config.batch, self.sampler, config.workers)
         self.steps_per_epoch = math.ceil(len(self.sampler) / config.batch)
@@ -351,6 +355,7 @@ class Trainer:
             batch=self.config.batch,
             workers=self.config.workers,
             progress=self.progress,
+            slicing=self.slicing,  # tile training: best is chosen on sliced inference, what the user will run
         )
         assert evaluation is not None  # a single process (rank 0) evaluates during training
         report = evaluation.report
