@@ -11,7 +11,8 @@ from torchvision.ops import box_iou
 from singleshot.boxes import cxcywh_to_xyxy
 from singleshot.models import build
 from singleshot.priors import DefaultBoxConfig
-from singleshot.tools.prior_coverage import coverage
+from singleshot.tools.prior_coverage import PriorsConfig, coverage, tile_boxes
+from singleshot.tools.prior_coverage import run as priors
 from singleshot.tools.prior_search import design_yaml, layer_best_iou, optimize_design
 
 #: compares float results of kernels: `make test` runs these again under other kernel choices
@@ -119,3 +120,26 @@ def test_training_takes_the_fitted_design_and_the_weights_carry_it(tmp_path) -> 
     design = singleshot.load(run / "weights" / "last.safetensors", device="cpu").model.default_boxes
     assert list(design.min_sizes) == fitted["min_sizes"] and design.aspect_ratios[0] == (3.0,)
     assert design.max_sizes == singleshot.build("ssd_tiny160", 3, image_size=160).default_boxes.max_sizes
+
+
+def test_objects_are_measured_in_the_tile_that_holds_them() -> None:
+    # a 1000 x 1000 image, 500-pixel tiles at overlap 0.2: tile starts 0, 400, 500 on each side
+    boxes = torch.tensor([[10.0, 20, 60, 70], [900.0, 900, 950, 990], [450.0, 100, 550, 150]])
+    tiled = tile_boxes(boxes, 1000, 1000, 500)
+    assert tiled[0].tolist() == pytest.approx([10 / 500, 20 / 500, 60 / 500, 70 / 500])  # the first tile
+    assert tiled[1].tolist() == pytest.approx([400 / 500, 400 / 500, 450 / 500, 490 / 500])  # the last, at 500
+    assert tiled[2].tolist() == pytest.approx([50 / 500, 100 / 500, 150 / 500, 150 / 500])  # whole in x0 = 400
+    whole = tile_boxes(boxes, 1000, 1000, 2000)  # a tile larger than the image is the image
+    assert torch.allclose(whole, boxes / 1000)
+
+
+def test_priors_tile_of_the_image_size_equals_plain_and_small_tiles_change_coverage(tmp_path) -> None:
+    from conftest import write_voc_devkit  # the shared writer
+
+    root = write_voc_devkit(tmp_path / "voc", count=6, split="train", size=160)
+    common = {"data": str(root), "model": "ssd_tiny160", "imgsz": 160, "project": str(tmp_path / "runs")}
+    plain, _ = priors(PriorsConfig(**common), log=lambda s: None)
+    same, _ = priors(PriorsConfig(**common, tile=160), log=lambda s: None)
+    assert torch.equal(same.best_iou, plain.best_iou)
+    small, _ = priors(PriorsConfig(**common, tile=64), log=lambda s: None)
+    assert len(small.best_iou) == len(plain.best_iou) and not torch.equal(small.best_iou, plain.best_iou)

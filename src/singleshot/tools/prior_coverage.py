@@ -27,6 +27,7 @@ from singleshot.data.images import probe
 from singleshot.folders import new_run_dir
 from singleshot.models import build
 from singleshot.plots import pyplot
+from singleshot.predict.slicing import SliceSettings, tile_grid
 from singleshot.priors import DefaultBoxConfig
 from singleshot.tools.prior_search import design_yaml, optimize_design
 
@@ -46,6 +47,9 @@ class PriorsConfig(Config):
     imgsz: int | None = setting(None, "input side in pixels; none keeps the model's own (300, 320 or 512)")
     split: str = setting("train", "split whose objects are measured")
     classes: list[str] | None = shared("classes")
+    tile: int | None = setting(
+        None, "measure objects as they appear in the tiles of sliced inference at this side (train --tile, --slice)"
+    )
     optimize: bool = setting(False, "also fit sizes and aspect ratios to the objects; writes default_boxes.yaml")
     rounds: int = setting(2, "passes of the layer-by-layer search over sizes and ratios (with --optimize)")
     seed: int = setting(0, "seed of the object subsample when there are over 10000 objects (with --optimize)")
@@ -71,15 +75,41 @@ class Coverage:
         return float((best >= THRESHOLD).float().mean()) if best.numel() else math.nan
 
 
-def dataset_boxes(dataset: DetectionDataset) -> tuple[Tensor, Tensor]:
-    """Every object of ``dataset``: ``(N, 4)`` xyxy boxes normalised to their image, and ``(N,)`` labels."""
+def dataset_boxes(dataset: DetectionDataset, tile: int | None = None) -> tuple[Tensor, Tensor]:
+    """Every object of ``dataset``: ``(N, 4)`` xyxy boxes normalised to their image (with ``tile``: to the tile of
+    sliced inference that holds it, :func:`tile_boxes`), and ``(N,)`` labels."""
     boxes, labels = [], []
     for path, apply_exif, target in dataset.items:
         info = probe(path)
         w, h = (info.width, info.height) if apply_exif else (info.raw_width, info.raw_height)
-        boxes.append(target["boxes"] / torch.tensor([w, h, w, h], dtype=torch.float32))
+        if tile is None:
+            boxes.append(target["boxes"] / torch.tensor([w, h, w, h], dtype=torch.float32))
+        else:
+            boxes.append(tile_boxes(target["boxes"].float(), h, w, tile))
         labels.append(target["labels"])
     return torch.cat(boxes) if boxes else torch.zeros(0, 4), torch.cat(labels) if labels else torch.zeros(0)
+
+
+def tile_boxes(boxes_xyxy: Tensor, height: int, width: int, tile: int) -> Tensor:
+    """``(N, 4)`` the objects of an ``height x width`` image as they appear in the tiles of sliced inference at
+    ``tile`` pixels (:func:`~singleshot.predict.slicing.tile_grid`, the default overlap): each in the tile holding
+    the largest part of it (on ties, the one whose centre is nearest the object's), clipped to it and normalised
+    to its size."""
+    windows = tile_grid(height, width, SliceSettings((tile, tile))).float()  # (T, 4)
+    if len(boxes_xyxy) == 0:
+        return torch.zeros(0, 4)
+    lt = torch.maximum(boxes_xyxy[:, None, :2], windows[None, :, :2])
+    rb = torch.minimum(boxes_xyxy[:, None, 2:], windows[None, :, 2:])
+    inside = (rb - lt).clamp(min=0).prod(dim=2)  # (N, T)
+    centre = (boxes_xyxy[:, :2] + boxes_xyxy[:, 2:]) / 2
+    distance = (centre[:, None, :] - (windows[None, :, :2] + windows[None, :, 2:]) / 2).abs().sum(dim=2)
+    nearest_first = torch.argsort(distance, dim=1, stable=True)
+    rows = torch.arange(len(boxes_xyxy))
+    best = nearest_first[rows, inside.gather(1, nearest_first).argmax(dim=1)]  # most inside; ties: the nearest
+    window = windows[best]
+    clipped = torch.cat([lt[rows, best], rb[rows, best]], dim=1)
+    size = (window[:, 2:] - window[:, :2]).repeat(1, 2)
+    return (clipped - window[:, :2].repeat(1, 2)) / size
 
 
 def coverage(boxes_xyxy: Tensor, labels: Tensor, design: DefaultBoxConfig, chunk: int = 4096) -> Coverage:
@@ -168,7 +198,7 @@ def run(config: PriorsConfig, *, log: Callable[[str], None] = print) -> tuple[Co
     dataset, _ = open_split(config.data, config.split, config.classes)
     model = build(config.model, num_classes=len(dataset.class_names), image_size=config.imgsz)
     design = model.default_boxes
-    boxes, labels = dataset_boxes(dataset)
+    boxes, labels = dataset_boxes(dataset, config.tile)
     cov = coverage(boxes, labels, design)
     run_dir = new_run_dir(config.project, config.name, config.exist_ok)
     plot_coverage(cov, boxes, dataset.class_names, design, run_dir)
