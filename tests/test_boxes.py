@@ -6,6 +6,7 @@ import torch
 from singleshot.boxes import (
     MAX_LOG_SCALE,
     box_area,
+    box_intersection,
     box_iou,
     cxcywh_to_xyxy,
     decode,
@@ -36,6 +37,14 @@ def test_iou_and_area_by_hand() -> None:
     torch.testing.assert_close(box_iou(a, b), torch.tensor([[1 / 7, 0.0, 1.0]]))
     torch.testing.assert_close(box_area(b), torch.tensor([4.0, 4.0, 4.0]))
     assert box_area(torch.tensor([3.0, 0.0, 1.0, 1.0])) == 0
+
+
+def test_intersection_by_hand() -> None:
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [10.0, 10.0, 11.0, 12.0]])
+    b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [2.0, 2.0, 4.0, 4.0], [0.0, -1.0, 1.0, 4.0]])
+    expected = torch.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 0.0]])  # touching corners and far boxes share nothing
+    torch.testing.assert_close(box_intersection(a, b), expected)
+    assert box_intersection(a, b[:0]).shape == (2, 0)
 
 
 def test_encode_is_the_paper_parametrisation() -> None:

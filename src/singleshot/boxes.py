@@ -64,6 +64,13 @@ def box_iou_pixel_indices(boxes1_xyxy: Tensor, boxes2_xyxy: Tensor) -> Tensor:
     return inter / (area1[:, None] + area2[None, :] - inter)
 
 
+def box_intersection(boxes1_xyxy: Tensor, boxes2_xyxy: Tensor) -> Tensor:
+    """Pairwise intersection areas of ``(N, 4)`` and ``(M, 4)`` xyxy boxes, shape ``(N, M)`` (0 where disjoint)."""
+    lt = torch.maximum(boxes1_xyxy[:, None, :2], boxes2_xyxy[None, :, :2])
+    rb = torch.minimum(boxes1_xyxy[:, None, 2:], boxes2_xyxy[None, :, 2:])
+    return (rb - lt).clamp(min=0).prod(dim=-1)
+
+
 def box_area(boxes_xyxy: Tensor) -> Tensor:
     """Area of ``(..., 4)`` xyxy boxes, shape ``(...)``; negative extents count as zero."""
     return (boxes_xyxy[..., 2] - boxes_xyxy[..., 0]).clamp(min=0) * (boxes_xyxy[..., 3] - boxes_xyxy[..., 1]).clamp(

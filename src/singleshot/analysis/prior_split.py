@@ -15,9 +15,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from torch import Tensor
 
-from singleshot.analysis.tide import SIZES, TideReport
+from singleshot.analysis.tide import SIZES, TideReport, size_index
+from singleshot.boxes import box_area
 
 #: A default box "reaches" an object at this IoU (paper section 2.2's matching threshold).
 REACH_IOU = 0.5
@@ -82,8 +84,7 @@ def prior_split(
         covered_all += covered
         difficult = gt.get("difficult")
         hard = [False] * len(covered) if difficult is None else difficult.tolist()
-        boxes = gt["boxes"].double()
-        areas = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).tolist()
+        areas = box_area(gt["boxes"].double()).tolist()
         for j, label in enumerate(gt["labels"].tolist()):
             if hard[j]:
                 continue
@@ -107,8 +108,7 @@ _KINDS = ("missed_uncovered", "missed_covered", "loc_uncovered", "loc_covered")
 
 def _groups_of(label: int, area: float, class_names: Sequence[str]) -> list[str]:
     """The rows an object of class ``label`` and box ``area`` counts in: all, its class, its size."""
-    size = next(name for name, low, high in SIZES if (area > low or low == 0) and area <= high)
-    return ["all", class_names[label - 1], size]
+    return ["all", class_names[label - 1], SIZES[int(size_index(np.array(area)))][0]]
 
 
 __all__ = ["REACH_IOU", "PriorSplit", "prior_split"]

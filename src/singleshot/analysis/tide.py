@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from singleshot.boxes import box_area, box_iou
+from singleshot.boxes import box_area, box_intersection, box_iou
 from singleshot.types import Detection, Target
 
 #: TIDE's main error types, in its order.
@@ -51,6 +51,11 @@ SIZES: tuple[tuple[str, float, float], ...] = (
     ("large", 96.0**2, math.inf),
 )
 _CLS, _LOC, _BOTH, _DUPE, _BKG, _MISS = range(6)
+
+
+def size_index(areas: np.ndarray) -> np.ndarray:
+    """Index into :data:`SIZES` of each box area (COCO's rule: small up to 32², medium up to 96², then large)."""
+    return np.searchsorted(np.array([high for _, _, high in SIZES[:-1]]), areas, side="left")
 
 
 @dataclass(frozen=True)
@@ -107,15 +112,6 @@ class TideReport:
 
 def _isnan(v: object) -> bool:
     return isinstance(v, float) and math.isnan(v)
-
-
-@dataclass
-class _Points:
-    """AP data points: class (1..C), score, true positive, insertion rank (TIDE's order breaks score ties)."""
-
-    cls: list[np.ndarray] = field(default_factory=list)
-    score: list[np.ndarray] = field(default_factory=list)
-    true: list[np.ndarray] = field(default_factory=list)
 
 
 def _class_aps(
@@ -199,14 +195,6 @@ def _mean(aps: np.ndarray) -> float:
     return float(valid.mean()) if valid.size else math.nan
 
 
-def _intersection(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
-    """``(N, M)`` intersection areas of ``(N, 4)`` and ``(M, 4)`` xyxy boxes."""
-    lt = np.maximum(a_xyxy[:, None, :2], b_xyxy[None, :, :2])
-    rb = np.minimum(a_xyxy[:, None, 2:], b_xyxy[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    return wh[..., 0] * wh[..., 1]
-
-
 def _image(
     run_parts: dict[str, list], i: int, det: Detection, gt: Target, pos_iou: float, bg_iou: float, max_dets: int
 ) -> None:
@@ -241,7 +229,7 @@ def _image(
     ignored = np.zeros(n, bool)
     r_boxes, r_labels = g_all_boxes[ignore], gt["labels"].detach().cpu().long()[ignore].numpy()
     if n and len(r_labels):
-        crowd = _intersection(d_boxes.numpy(), r_boxes.numpy())  # over the detection's area, as COCO's crowd IoU
+        crowd = box_intersection(d_boxes, r_boxes).numpy()  # over the detection's area, as COCO's crowd IoU
         crowd = np.divide(crowd, d_area[:, None], out=np.zeros_like(crowd), where=d_area[:, None] > 0)
         ignored = ~used & ((crowd > pos_iou) & (d_labels[:, None] == r_labels[None, :])).any(axis=1)
     run_parts["cls"].append(d_labels[~ignored])
@@ -352,8 +340,9 @@ def _report(run: _Run, class_names: list[str]) -> TideReport:
             row[name] = float(aps[c + 1] - base[c + 1])
     counts = {name: int((run.kind == k).sum()) for k, name in enumerate(MAIN_ERRORS)}
     by_size: dict[str, dict[str, float]] = {}
-    for size, low, high in SIZES:
-        inside = (run.err_area > low) & (run.err_area <= high) if low > 0 else run.err_area <= high
+    sizes = size_index(run.err_area)
+    for s, (size, _, _) in enumerate(SIZES):
+        inside = sizes == s
         row: dict[str, float] = {}
         for k, name in enumerate(MAIN_ERRORS):
             row[name] = max(_mean(run.fixed_aps((run.kind == k) & inside)) - ap, 0.0)
@@ -362,4 +351,4 @@ def _report(run: _Run, class_names: list[str]) -> TideReport:
     return TideReport(ap, main, special, counts, per_class, by_size, run.records)
 
 
-__all__ = ["MAIN_ERRORS", "SIZES", "SPECIAL_ERRORS", "TideError", "TideReport", "tide_errors"]
+__all__ = ["MAIN_ERRORS", "SIZES", "SPECIAL_ERRORS", "TideError", "TideReport", "size_index", "tide_errors"]

@@ -22,6 +22,7 @@ import torchvision.transforms.v2 as T
 from torch import Tensor
 from torchvision import tv_tensors
 
+from singleshot.boxes import box_area
 from singleshot.types import Target
 
 PRESETS = ("ssd", "ssdlite", "eval")
@@ -113,8 +114,7 @@ def tile_crop(image: Tensor, target: Target, tile: int) -> tuple[Tensor, Target]
         x0, y0 = int(torch.randint(w - tw + 1, ())), int(torch.randint(h - th + 1, ()))
     window = torch.tensor([x0, y0, x0 + tw, y0 + th], dtype=torch.float32)
     clipped = torch.cat([torch.maximum(boxes[:, :2], window[:2]), torch.minimum(boxes[:, 2:], window[2:])], 1)
-    area = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(dim=1)
-    inside = (clipped[:, 2:] - clipped[:, :2]).clamp(min=0).prod(dim=1)
+    area, inside = box_area(boxes), box_area(clipped)
     keep = (inside >= MIN_VISIBLE * area) & (inside > 0)
     out: dict = {**target, "boxes": clipped[keep] - window[:2].repeat(2), "labels": target["labels"][keep]}
     if "difficult" in target:

@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from singleshot.boxes import box_area, box_intersection
 from singleshot.config import SHARED
 from singleshot.types import Detection
 
@@ -103,12 +104,8 @@ def windows_of(height: int, width: int, settings: SliceSettings) -> Tensor:
 
 def _intersection_over_smaller(a_xyxy: Tensor, b_xyxy: Tensor) -> Tensor:
     """``(N, M)`` intersection area over the smaller of the two boxes' areas (0 for empty boxes)."""
-    lt = torch.maximum(a_xyxy[:, None, :2], b_xyxy[None, :, :2])
-    rb = torch.minimum(a_xyxy[:, None, 2:], b_xyxy[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=2)
-    area_a = (a_xyxy[:, 2:] - a_xyxy[:, :2]).clamp(min=0).prod(dim=1)
-    area_b = (b_xyxy[:, 2:] - b_xyxy[:, :2]).clamp(min=0).prod(dim=1)
-    smaller = torch.minimum(area_a[:, None], area_b[None, :])
+    inter = box_intersection(a_xyxy, b_xyxy)
+    smaller = torch.minimum(box_area(a_xyxy)[:, None], box_area(b_xyxy)[None, :])
     return torch.where(smaller > 0, inter / smaller.clamp(min=1e-12), torch.zeros_like(inter))
 
 
