@@ -19,6 +19,7 @@ from singleshot.analysis.sensitivity import (
     SIM,
     SIZE_BUCKETS,
     VOC_CLASS_NAMES,
+    paper_figures,
     plot_ranked_errors,
     plot_sensitivity,
     ranked_errors,
@@ -94,6 +95,17 @@ def test_every_detection_gets_its_type_in_rank_order_per_class() -> None:
     # the correct ones are exactly the VOC rule's true positives
     matches = match_detections(DETS, GTS, 3)
     assert int((errors.kinds == COR).sum()) == int(matches.tp.sum()) == 2
+
+
+def test_both_figures_from_one_matching_equal_each_alone() -> None:
+    ranked, sens = paper_figures(DETS, GTS, NAMES, SUPER)
+    alone_ranked, alone_sens = ranked_errors(DETS, GTS, NAMES, SUPER), sensitivity(DETS, GTS, NAMES)
+    for name in ("labels", "scores", "images", "kinds", "found_weak", "num_objects"):
+        assert torch.equal(getattr(ranked, name), getattr(alone_ranked, name)), name
+    for name in ("ap_n", "size_ap", "aspect_ap", "size_objects", "aspect_objects", "size_cuts", "aspect_cuts"):
+        assert torch.equal(getattr(sens, name).nan_to_num(-1), getattr(alone_sens, name).nan_to_num(-1)), name
+    assert sens.normaliser == alone_sens.normaliser
+    assert ranked.kinds[ranked.labels == 1].tolist() == CAT_KINDS
 
 
 def test_without_supercategories_no_class_is_similar() -> None:

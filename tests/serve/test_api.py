@@ -306,6 +306,12 @@ def test_sliced_requests_equal_sliced_predict(client: TestClient, trained_tiny: 
     _same_as_predict(body, expected)
     assert body["tiles"] == expected.speed["tiles"] == 3 * 4 + 1 and "tiles" not in body["timings_ms"]
     assert _post(client, path)["tiles"] == 1
+    (merged,) = detector.predict(path, conf=CONF, slice=96, overlap=0.25, full_image=False, merge="nmm")
+    body = _post(client, path, slice=96, overlap=0.25, full_image=False, merge="nmm")
+    _same_as_predict(body, merged)
+    assert body["tiles"] == merged.speed["tiles"] == 3 * 4
     upload = {"image": (path.name, path.read_bytes())}
     bad = client.post("/predict", params={"slice": 96, "overlap": 0.95}, files=upload)
     assert bad.status_code == 400 and "overlap" in bad.text
+    bad = client.post("/predict", params={"slice": 96, "merge": "union"}, files=upload)
+    assert bad.status_code == 400 and "merge" in bad.text

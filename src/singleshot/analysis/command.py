@@ -33,7 +33,7 @@ from singleshot.metrics import coco_results
 from singleshot.metrics.thresholds import threshold_vector, thresholds_table
 from singleshot.models import build
 from singleshot.predict import Detector
-from singleshot.predict.loading import is_runtime_file, load_model
+from singleshot.predict.loading import is_runtime_file
 from singleshot.priors import DefaultBoxConfig
 from singleshot.tools.prior_coverage import coverage, dataset_boxes
 from singleshot.types import Detection, Target
@@ -159,14 +159,15 @@ def _from_weights(config: AnalyzeConfig, weights: str, progress: bool) -> _Input
     )  # fmt: skip  # the options two to a line
     if evaluation is None:  # only other ranks under torchrun get None; analyze runs as one process
         raise CommandError("singleshot analyze runs as a single process (not under torchrun)")
-    design = _design(config, len(detector.names)) if isinstance(dataset, DetectionDataset) else None
+    design = _design(config, len(detector.names), detector) if isinstance(dataset, DetectionDataset) else None
     description = f"{detector.name} ({Path(weights).name}) on {description}"
     return _Inputs(evaluation.detections, evaluation.ground_truths, dataset, detector.names, design, description)
 
 
 def _from_predictions(config: AnalyzeConfig, predictions: str, data: str) -> _Inputs:
     """Read ``predictions`` against the split's ground truth (class names: the weights', else the data's)."""
-    names = Detector.from_weights(config.weights, "cpu").names if config.weights else None
+    detector = Detector.from_weights(config.weights, "cpu") if config.weights else None
+    names = detector.names if detector is not None else None
     opened, description = open_eval_data(data, config.split, names, (0, 0), config.synthetic)  # the val rule
     if not isinstance(opened, DetectionDataset):
         raise CommandError(f"{data}: not a dataset with images on disk")
@@ -177,18 +178,16 @@ def _from_predictions(config: AnalyzeConfig, predictions: str, data: str) -> _In
     if report.counts:
         description += "\n" + report.summary("predictions dropped")
     ground_truths: list[Target] = [{**t, "image_id": torch.tensor(i)} for i, (_, _, t) in enumerate(dataset.items)]
-    design = _design(config, len(dataset.class_names))
+    design = _design(config, len(dataset.class_names), detector)
     return _Inputs(detections, ground_truths, dataset, dataset.class_names, design, description)
 
 
-def _design(config: AnalyzeConfig, num_classes: int) -> DefaultBoxConfig | None:
-    """The default boxes that explain misses: ``--model``'s, else those of our own weight file (None for a runtime
-    file, whose boxes are baked into its graph, and without either)."""
+def _design(config: AnalyzeConfig, num_classes: int, detector: Detector | None) -> DefaultBoxConfig | None:
+    """The default boxes that explain misses: ``--model``'s, else those of the weights' PyTorch model (None for a
+    runtime file, whose boxes are baked into its graph, and without weights)."""
     if config.model is not None:
         return build(config.model, num_classes=num_classes, image_size=config.imgsz).default_boxes
-    if config.weights is None or is_runtime_file(config.weights):
-        return None
-    return load_model(config.weights)[0].default_boxes
+    return None if detector is None or detector.model is None else detector.model.default_boxes
 
 
 def _best_prior_iou(

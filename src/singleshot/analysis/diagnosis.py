@@ -25,8 +25,7 @@ from singleshot.analysis.sensitivity import (
     FP_TYPES,
     RankedErrors,
     Sensitivity,
-    ranked_errors,
-    sensitivity,
+    paper_figures,
 )
 from singleshot.analysis.tide import MAIN_ERRORS, TideReport, tide_errors
 from singleshot.metrics import MetricReport, evaluate_detections
@@ -225,8 +224,7 @@ def analyze_detections(
     lap("tide_s")
     curves = coco_curves(detections, ground_truths, class_names, supercategories)
     lap("coco_curves_s")
-    ranked = ranked_errors(detections, ground_truths, class_names, supercategories, pixel_indices)
-    sens = sensitivity(detections, ground_truths, class_names, pixel_indices)
+    ranked, sens = paper_figures(detections, ground_truths, class_names, supercategories, pixel_indices)
     lap("sensitivity_s")
     priors = None if best_prior_iou is None else prior_split(tide, best_prior_iou, ground_truths, class_names)
     lap("priors_s")

@@ -217,6 +217,11 @@ def ranked_errors(
     when ``class_names`` are Pascal VOC's 20, else no class is similar to another (no ``Sim`` errors).
     """
     data = _Dataset.gather(detections, ground_truths, class_names, pixel_indices)
+    return _ranked_errors(data, class_names, supercategories)
+
+
+def _ranked_errors(data: _Dataset, class_names: Sequence[str], supercategories: Sequence[str] | None) -> RankedErrors:
+    """:func:`ranked_errors` on gathered data."""
     similar = _similarity(class_names, supercategories)
     best = data.best_overlaps(similar)
     keep = ~data.matches.ignored
@@ -241,6 +246,26 @@ def sensitivity(
 ) -> Sensitivity:
     """Normalised AP per class and per size and aspect-ratio bucket (module docstring), for Fig. 4."""
     data = _Dataset.gather(detections, ground_truths, class_names, pixel_indices)
+    return _sensitivity(data, class_names, len(ground_truths), pixel_indices)
+
+
+def paper_figures(
+    detections: Sequence[Detection],
+    ground_truths: Sequence[Target],
+    class_names: Sequence[str],
+    supercategories: Sequence[str] | None = None,
+    pixel_indices: bool = False,
+) -> tuple[RankedErrors, Sensitivity]:
+    """:func:`ranked_errors` and :func:`sensitivity` (Fig. 3 and 4) from one matching of the detections."""
+    data = _Dataset.gather(detections, ground_truths, class_names, pixel_indices)
+    return (
+        _ranked_errors(data, class_names, supercategories),
+        _sensitivity(data, class_names, len(ground_truths), pixel_indices),
+    )
+
+
+def _sensitivity(data: _Dataset, class_names: Sequence[str], num_images: int, pixel_indices: bool) -> Sensitivity:
+    """:func:`sensitivity` on gathered data of ``num_images`` images."""
     num_classes = len(class_names)
     size = (data.gt_boxes[:, 2:] - data.gt_boxes[:, :2] + (1.0 if pixel_indices else 0.0)).clamp(min=0)
     counted = ~data.gt_difficult
@@ -259,7 +284,7 @@ def sensitivity(
     of = torch.cat((buckets, buckets.new_full((1, 2), -1)))[found]  # (D, 2): -1 for false positives
     # a true positive of another bucket counts neither way: only false positives are misses
     hits = torch.cat((tp[None], of[:, 0] == torch.arange(5)[:, None], of[:, 1] == torch.arange(5, 10)[:, None]))
-    normaliser = NORMALISED_FRACTION * len(ground_truths)
+    normaliser = NORMALISED_FRACTION * num_images
     aps = _normalised_ap(hits, ~tp, data.det_labels[order], positives, normaliser)
     return Sensitivity(
         tuple(class_names), aps[:, 0], aps[:, 1:6], aps[:, 6:], objects[:, :5], objects[:, 5:], size_cuts,

@@ -4,11 +4,17 @@ Each image has a textured background (gradients, stripes, checks or blotches, wi
 ``max_objects`` filled shapes -- circles, squares and triangles -- of random colours, whose sides range from
 ``min_scale`` to ``max_scale`` of the image side (log-uniform), overlapping each other by at most half of an
 earlier shape. Image ``i`` depends only on ``(seed, i)``, so any subset can be rebuilt anywhere, in any order.
+
+Optional clutter: unlabelled outlines, rings, crosses and strokes of the objects' sizes, drawn under them, that a
+detector must learn to ignore. :func:`small_objects` is the large-image set of issue 21 (1920x1080 photos with 8-32
+px shapes among clutter, where a whole-image resize to 300 px leaves nothing to detect), and :func:`write_coco`
+saves any of these sets as a COCO folder that ``singleshot train/val/priors --data`` read like a user's data.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 from pathlib import Path
 
@@ -24,6 +30,11 @@ from singleshot.types import Target
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
 #: Seed of the held-out synthetic set (the training set uses the run's seed).
 SYNTHETIC_VAL_SEED = 10_000
+#: The small-object set: image size (H, W), object sides in pixels, objects and clutter items per image.
+SMALL_OBJECTS_SIZE = (1080, 1920)
+SMALL_OBJECTS_SIDES = (8.0, 32.0)
+SMALL_OBJECTS_MAX = 150
+SMALL_OBJECTS_CLUTTER = 60
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> Image.Image:
@@ -67,13 +78,27 @@ def _colour(rng: np.random.Generator, low: int = 0, high: int = 256) -> tuple[in
     return tuple(int(c) for c in rng.integers(low, high, size=3))  # type: ignore[return-value]  # three ints
 
 
-def render(seed: int, index: int, size: tuple[int, int], max_objects: int, min_scale: float, max_scale: float):
-    """Image ``index`` of the set with ``seed``: ``(uint8 [3, H, W], boxes (N, 4) xyxy pixels, labels (N,))``."""
+def render(
+    seed: int,
+    index: int,
+    size: tuple[int, int],
+    max_objects: int,
+    min_scale: float,
+    max_scale: float,
+    clutter: int = 0,
+):
+    """Image ``index`` of the set with ``seed``: ``(uint8 [3, H, W], boxes (N, 4) xyxy pixels, labels (N,))``.
+
+    ``clutter`` unlabelled items are drawn under the shapes from a random stream of their own, so a set without
+    clutter is the same whatever the clutter of another.
+    """
     rng = np.random.default_rng([seed, index])
     h, w = size
     canvas = _background(rng, h, w)
     draw = ImageDraw.Draw(canvas)
     side_ref = min(h, w)
+    if clutter:
+        _draw_clutter(draw, np.random.default_rng([seed, index, 1]), h, w, clutter, side_ref, min_scale, max_scale)
     boxes: list[list[float]] = []
     labels: list[int] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
@@ -101,6 +126,37 @@ def render(seed: int, index: int, size: tuple[int, int], max_objects: int, min_s
             break
     image = torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).contiguous()
     return image, torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(labels, dtype=torch.int64)
+
+
+def _draw_clutter(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    count: int,
+    side_ref: float,
+    min_scale: float,
+    max_scale: float,
+) -> None:
+    """``count`` unlabelled items of the shapes' sizes: hollow circles and squares, crosses and straight strokes."""
+    for _ in range(count):
+        side = side_ref * math.exp(rng.uniform(math.log(min_scale), math.log(max_scale)))
+        x1, y1 = rng.uniform(0, max(w - side, 1)), rng.uniform(0, max(h - side, 1))
+        box = [x1, y1, x1 + side, y1 + side]
+        colour, width = _colour(rng), max(1, round(side / 8))
+        kind = rng.integers(4)
+        if kind == 0:
+            draw.ellipse(box, outline=colour, width=width)
+        elif kind == 1:
+            draw.rectangle(box, outline=colour, width=width)
+        elif kind == 2:
+            draw.line([(x1, y1), (x1 + side, y1 + side)], fill=colour, width=width)
+            draw.line([(x1, y1 + side), (x1 + side, y1)], fill=colour, width=width)
+        else:
+            angle = rng.uniform(0, math.pi)
+            length = 2 * side
+            dx, dy = length * math.cos(angle), length * math.sin(angle)
+            draw.line([(x1, y1), (x1 + dx, y1 + dy)], fill=colour, width=width)
 
 
 def _acceptable(box: list[float], earlier: list[list[float]]) -> bool:
@@ -138,17 +194,21 @@ class SyntheticShapes(Dataset):
         max_objects: int = 6,
         min_scale: float = 0.08,
         max_scale: float = 0.8,
+        clutter: int = 0,
     ) -> None:
         if num_images < 1:
             raise ValueError(f"num_images must be >= 1, got {num_images}")
         if not 0 < min_scale <= max_scale < 1:
             raise ValueError(f"need 0 < min_scale <= max_scale < 1, got {min_scale}, {max_scale}")
+        if clutter < 0:
+            raise ValueError(f"clutter must be >= 0, got {clutter}")
         self.num_images = num_images
         self.size = (size, size) if isinstance(size, int) else tuple(size)
         self.seed = seed
         self.max_objects = max_objects
         self.min_scale = min_scale
         self.max_scale = max_scale
+        self.clutter = clutter
         self.root = f"synthetic:shapes(seed={seed}, n={num_images})"
         self.class_names: list[str] = list(CLASSES)
         self.image_ids: list[int] = list(range(num_images))
@@ -161,7 +221,9 @@ class SyntheticShapes(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
         if not 0 <= index < self.num_images:
             raise IndexError(index)
-        image, boxes, labels = render(self.seed, index, self.size, self.max_objects, self.min_scale, self.max_scale)
+        image, boxes, labels = render(
+            self.seed, index, self.size, self.max_objects, self.min_scale, self.max_scale, self.clutter
+        )
         target = Target(
             boxes=boxes,
             labels=labels,
@@ -169,6 +231,61 @@ class SyntheticShapes(Dataset):
             image_id=torch.tensor(index),
         )
         return image, target
+
+
+def small_objects(num_images: int, seed: int = 0) -> SyntheticShapes:
+    """The small-object set: ``num_images`` images of :data:`SMALL_OBJECTS_SIZE` with up to
+    :data:`SMALL_OBJECTS_MAX` shapes of :data:`SMALL_OBJECTS_SIDES` pixels (give or take 15% per side) among
+    :data:`SMALL_OBJECTS_CLUTTER` clutter items."""
+    short = min(SMALL_OBJECTS_SIZE)
+    low, high = SMALL_OBJECTS_SIDES
+    return SyntheticShapes(
+        num_images,
+        SMALL_OBJECTS_SIZE,
+        seed=seed,
+        max_objects=SMALL_OBJECTS_MAX,
+        min_scale=low / short,
+        max_scale=high / short,
+        clutter=SMALL_OBJECTS_CLUTTER,
+    )
+
+
+def write_coco(splits: dict[str, SyntheticShapes], folder: str | Path, quality: int = 92) -> Path:
+    """Save synthetic sets as a COCO folder: ``<folder>/<split>/<split>_000000.jpg``... and
+    ``<folder>/annotations/instances_<split>.json`` per entry of ``splits`` (e.g. ``{"train": ..., "val": ...}``),
+    boxes as COCO ``[x, y, w, h]`` in pixels; returns ``folder``. Readable by every ``--data`` of singleshot."""
+    folder = Path(folder)
+    (folder / "annotations").mkdir(parents=True, exist_ok=True)
+    for split, data in splits.items():
+        (folder / split).mkdir(exist_ok=True)
+        images, annotations = [], []
+        for i in range(len(data)):
+            image, target = data[i]
+            name = f"{split}_{i:06d}.jpg"
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / split / name, quality=quality)
+            images.append({"id": i + 1, "file_name": name, "height": data.size[0], "width": data.size[1]})
+            for (x1, y1, x2, y2), label in zip(target["boxes"].tolist(), target["labels"].tolist(), strict=True):
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": i + 1,
+                        "category_id": label,
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "area": (x2 - x1) * (y2 - y1),
+                        "iscrowd": 0,
+                    }
+                )
+        categories = [{"id": k + 1, "name": name} for k, name in enumerate(data.class_names)]
+        content = {"images": images, "annotations": annotations, "categories": categories}
+        (folder / "annotations" / f"instances_{split}.json").write_text(json.dumps(content))
+    return folder
+
+
+def write_small_objects(folder: str | Path, train: int = 300, val: int = 30, seed: int = 0) -> Path:
+    """The small-object set on disk as a COCO folder (``train`` and ``val`` splits, val from another seed), for
+    ``singleshot train --data <folder> --tile 320`` and ``singleshot val --data <folder> --slice 320``."""
+    splits = {"train": small_objects(train, seed), "val": small_objects(val, SYNTHETIC_VAL_SEED + seed)}
+    return write_coco(splits, folder)
 
 
 def synthetic_bundle(num_train: int, num_val: int, image_size: tuple[int, int], seed: int = 0) -> DataBundle:

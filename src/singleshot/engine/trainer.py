@@ -221,7 +221,7 @@ class Trainer:
         if config.tile is not None:  # small objects in large images: tiles at native resolution, then the usual
             transform = TiledTransform(config.tile, transform)
         self.train_view = Augmented(self.data.train, transform, seed=config.seed)
-        self.slicing = None if config.tile is None else SliceSettings((config.tile, config.tile))
+        self.slicing = SliceSettings.of(config.tile)
         self.sampler = EpochSampler(len(self.train_view), True, config.seed, self.dist.rank, self.dist.world_size)
         self.loader = make_loader(self.train_view, config.batch, self.sampler, config.workers)
         self.steps_per_epoch = math.ceil(len(self.sampler) / config.batch)

@@ -97,9 +97,7 @@ def _evaluate_split(config: ValConfig, info: DistInfo, progress: bool, log: Call
     evaluation = evaluate_model(
         detector, dataset, detector.device, batch=config.batch, workers=config.workers, coco=config.coco,
         progress=progress, desc="val", dist=info,
-        slicing=None if config.slice is None else SliceSettings(
-            (config.slice, config.slice), config.overlap, config.full_image, config.merge
-        ),
+        slicing=SliceSettings.of(config.slice, config.overlap, config.full_image, config.merge),
     )  # fmt: skip  # the options two to a line
     if evaluation is None:
         return None

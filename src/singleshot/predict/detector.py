@@ -197,7 +197,7 @@ class Detector:
         settings = self.backend.postprocess.predict_settings(
             conf, iou=iou, max_det=max_det, classes=self.class_labels(classes)
         )
-        slicing = None if slice is None else SliceSettings(_tile_size(slice), overlap, full_image, merge)
+        slicing = SliceSettings.of(slice, overlap, full_image, merge)
         report = report if report is not None else SourceReport()
         items = expand(source, report)
         if slicing is None:
@@ -278,11 +278,3 @@ class Detector:
                 orig_size=f.orig_size, path=f.path, frame=f.frame, fps=f.fps, image=f.image, reload=f.reload,
                 speed=ms | {"preprocess": f.read_ms + ms["preprocess"]},
             )  # fmt: skip  # the Result's fields, grouped by line rather than one per line
-
-
-def _tile_size(side: int | Sequence[int]) -> tuple[int, int]:
-    """``(H, W)`` of a tile given as one side or as ``(H, W)``."""
-    if isinstance(side, int):
-        return side, side
-    h, w = side
-    return int(h), int(w)

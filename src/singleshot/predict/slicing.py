@@ -16,6 +16,7 @@ prediction gives.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -58,13 +59,25 @@ class SliceSettings:
         if self.merge not in ("nms", "nmm"):
             raise ValueError(f"merge={self.merge!r} must be 'nms' or 'nmm'")
 
+    @classmethod
+    def of(
+        cls,
+        side: int | Sequence[int] | None,
+        overlap: float = DEFAULT_OVERLAP,
+        full_image: bool = True,
+        merge: str = DEFAULT_MERGE,
+    ) -> SliceSettings | None:
+        """The settings of a ``slice`` argument (one side, or ``(H, W)``; None: no slicing, returns None)."""
+        if side is None:
+            return None
+        tile = (side, side) if isinstance(side, int) else tuple(int(s) for s in side)
+        return cls(tile, overlap, full_image, merge)  # type: ignore[arg-type]  # merge and tile are checked there
+
 
 def slice_problems(side: int | None, overlap: float, full_image: bool, merge: str) -> list[str]:
     """What is wrong with a command's ``--slice`` settings (none when it does not slice), as config checks list it."""
-    if side is None:
-        return []
     try:
-        SliceSettings((side, side), overlap, full_image, merge)  # type: ignore[arg-type]  # checked there
+        SliceSettings.of(side, overlap, full_image, merge)
     except ValueError as exc:
         return [str(exc)]
     return []

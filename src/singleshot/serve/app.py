@@ -46,7 +46,7 @@ from singleshot.data.images import ImageError, decode_image_bytes
 from singleshot.postprocess import PREDICT, PostSettings
 from singleshot.predict import Detector
 from singleshot.predict.backends import OnnxBackend
-from singleshot.predict.slicing import DEFAULT_OVERLAP, MAX_OVERLAP, SliceSettings
+from singleshot.predict.slicing import DEFAULT_MERGE, DEFAULT_OVERLAP, MAX_OVERLAP, SliceSettings
 from singleshot.serve.batching import BatchRunner, MicroBatcher, QueueFullError
 
 #: Seconds a client told 429 is asked to wait before trying again.
@@ -236,6 +236,13 @@ async def predict(
     overlap: Annotated[
         float, Query(ge=0, le=MAX_OVERLAP, description="with slice: overlap of neighbouring tiles")
     ] = DEFAULT_OVERLAP,
+    full_image: Annotated[
+        bool, Query(description="with slice: also run the whole image, for objects larger than a tile")
+    ] = True,
+    merge: Annotated[
+        Literal["nms", "nmm"],
+        Query(description="with slice: merge across tiles by NMS, or by non-maximum merging (union of boxes)"),
+    ] = DEFAULT_MERGE,
 ) -> JSONResponse:
     detector: Detector = request.app.state.detector
     started = time.perf_counter()
@@ -256,7 +263,7 @@ async def predict(
     decoded = time.perf_counter()
     settings = detector.postprocess.predict_settings(conf, iou=iou, max_det=max_det, classes=labels)
     try:
-        slicing = None if slice is None else SliceSettings((slice, slice), overlap)
+        slicing = SliceSettings.of(slice, overlap, full_image, merge)
         future = request.app.state.batcher.submit((image, (info.height, info.width), settings, slicing))
     except QueueFullError as exc:
         raise _RequestError(429, f"server busy: {exc}", {"Retry-After": str(RETRY_AFTER_S)}) from None
