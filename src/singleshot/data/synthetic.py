@@ -37,7 +37,7 @@ SMALL_OBJECTS_MAX = 150
 SMALL_OBJECTS_CLUTTER = 60
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> Image.Image:
+def background_texture(rng: np.random.Generator, h: int, w: int) -> Image.Image:
     """An RGB texture of ``h x w`` pixels: two colours blended by a pattern, plus Gaussian noise."""
     yy = np.arange(h, dtype=np.float32)[:, None]
     xx = np.arange(w, dtype=np.float32)[None, :]
@@ -58,8 +58,8 @@ def _background(rng: np.random.Generator, h: int, w: int) -> Image.Image:
         mask = Image.fromarray((small * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)
     if kind != 3:
         mask = Image.fromarray((np.broadcast_to(t, (h, w)) * 255).astype(np.uint8))
-    first = Image.new("RGB", (w, h), _colour(rng, 30, 226))
-    second = Image.new("RGB", (w, h), _colour(rng, 30, 226))
+    first = Image.new("RGB", (w, h), random_colour(rng, 30, 226))
+    second = Image.new("RGB", (w, h), random_colour(rng, 30, 226))
     img = Image.composite(second, first, mask)
     bank = _noise_bank(h, w)
     dx, dy = int(rng.integers(w + 1)), int(rng.integers(h + 1))
@@ -74,7 +74,7 @@ def _noise_bank(h: int, w: int) -> Image.Image:
     return Image.fromarray(np.clip(field, 0, 255).astype(np.uint8))
 
 
-def _colour(rng: np.random.Generator, low: int = 0, high: int = 256) -> tuple[int, int, int]:
+def random_colour(rng: np.random.Generator, low: int = 0, high: int = 256) -> tuple[int, int, int]:
     return tuple(int(c) for c in rng.integers(low, high, size=3))  # type: ignore[return-value]  # three ints
 
 
@@ -94,7 +94,7 @@ def render(
     """
     rng = np.random.default_rng([seed, index])
     h, w = size
-    canvas = _background(rng, h, w)
+    canvas = background_texture(rng, h, w)
     draw = ImageDraw.Draw(canvas)
     side_ref = min(h, w)
     if clutter:
@@ -114,7 +114,7 @@ def render(
             if boxes and not _acceptable(box, boxes):
                 continue
             label = int(rng.integers(len(CLASSES)))
-            fill = _colour(rng)
+            fill = random_colour(rng)
             if label == 0:
                 draw.ellipse(box, fill=fill)
             elif label == 1:
@@ -143,7 +143,7 @@ def _draw_clutter(
         side = side_ref * math.exp(rng.uniform(math.log(min_scale), math.log(max_scale)))
         x1, y1 = rng.uniform(0, max(w - side, 1)), rng.uniform(0, max(h - side, 1))
         box = [x1, y1, x1 + side, y1 + side]
-        colour, width = _colour(rng), max(1, round(side / 8))
+        colour, width = random_colour(rng), max(1, round(side / 8))
         kind = rng.integers(4)
         if kind == 0:
             draw.ellipse(box, outline=colour, width=width)
