@@ -1,0 +1,174 @@
+"""Counting tracked objects: crossings of lines and occupancy of zones, on each track's anchor point (its box
+centre), frame by frame, whatever tracker made the tracks.
+
+A track crosses a :class:`Line` when its anchor moves from one side of the line to the other and the step between
+the two positions meets the line's segment (a step that passes beyond the segment's ends does not count). A point
+exactly on the line belongs to neither side: the crossing is counted when the anchor reaches the other side.
+Directions: looking along the line from ``(x1, y1)`` to ``(x2, y2)`` as drawn on the image (y pointing down),
+``in`` is from its left-hand side to its right-hand side, ``out`` the other way; for a line drawn left to right,
+``in`` is downwards. Each crossing counts, so a track that crosses back counts once each way.
+
+A :class:`Zone` is a polygon; a track is inside when its anchor is (even-odd rule). Per frame, the objects inside
+are counted per class, and each track's frames inside accumulate into its dwell time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from singleshot.boxes import xyxy_to_cxcywh
+
+#: The two directions of a line crossing, in the order of :attr:`LineCounter.counts`' columns.
+DIRECTIONS = ("in", "out")
+
+
+def _numbers(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ValueError(f"{what} '{text}': expected comma-separated numbers") from None
+
+
+def anchors(boxes_xyxy: Tensor) -> Tensor:
+    """The anchor point of each ``(N, 4)`` xyxy box: its centre, ``(N, 2)``."""
+    return xyxy_to_cxcywh(boxes_xyxy)[:, :2]
+
+
+@dataclass(frozen=True)
+class Line:
+    """A counting line from ``(x1, y1)`` to ``(x2, y2)`` in image pixels."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @classmethod
+    def parse(cls, text: str) -> Line:
+        """``"x1,y1,x2,y2"`` (``--line``); raises ValueError on anything else or a line of zero length."""
+        values = _numbers(text, "line")
+        if len(values) != 4:
+            raise ValueError(f"line '{text}': expected x1,y1,x2,y2 (4 numbers), got {len(values)}")
+        line = cls(*values)
+        if (line.x1, line.y1) == (line.x2, line.y2):
+            raise ValueError(f"line '{text}': its two ends are the same point")
+        return line
+
+    def check_inside(self, width: int, height: int) -> None:
+        """Raise ValueError, naming the line, when an end lies outside a ``width x height`` frame."""
+        for x, y in ((self.x1, self.y1), (self.x2, self.y2)):
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise ValueError(f"line {self.x1:g},{self.y1:g},{self.x2:g},{self.y2:g}: ({x:g}, {y:g}) is outside "
+                                 f"the {width}x{height} frame")  # fmt: skip  # one message
+
+    def side(self, points: Tensor) -> Tensor:
+        """Which side of the line each ``(N, 2)`` point is on: +1 right-hand (see module docstring), -1 left, 0 on
+        it, ``(N,)`` int64."""
+        cross = (self.x2 - self.x1) * (points[:, 1] - self.y1) - (self.y2 - self.y1) * (points[:, 0] - self.x1)
+        return torch.sign(cross).long()
+
+    def meets(self, start: tuple[float, float], end: tuple[float, float]) -> bool:
+        """Whether the step from ``start`` to ``end`` meets the line's segment (the step's own line separates, or
+        touches, the segment's two ends)."""
+        (sx, sy), (ex, ey) = start, end
+        a = (ex - sx) * (self.y1 - sy) - (ey - sy) * (self.x1 - sx)
+        b = (ex - sx) * (self.y2 - sy) - (ey - sy) * (self.x2 - sx)
+        return a * b <= 0
+
+
+@dataclass
+class LineCounter:
+    """Crossings of ``line`` per class: ``counts`` ``(num_classes, 2)`` int64, columns :data:`DIRECTIONS`, row
+    ``label - 1``."""
+
+    line: Line
+    num_classes: int
+    counts: Tensor = field(init=False)
+    _last: dict[int, tuple[int, tuple[float, float]]] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.counts = torch.zeros(self.num_classes, 2, dtype=torch.int64)
+
+    def update(self, track_ids: Tensor, boxes_xyxy: Tensor, labels: Tensor) -> list[tuple[int, int, str]]:
+        """One frame's tracks (``(N,)`` ids, ``(N, 4)`` xyxy boxes, ``(N,)`` labels in 1..C); returns the
+        crossings in this frame as ``(track id, label, direction)``."""
+        points = anchors(boxes_xyxy.float())
+        sides = self.line.side(points).tolist()
+        events = []
+        for tid, label, side, point in zip(track_ids.tolist(), labels.tolist(), sides, points.tolist(), strict=True):
+            if side == 0:  # on the line: wait until it is on a side
+                continue
+            last = self._last.get(tid)
+            if last is not None and last[0] != side and self.line.meets(last[1], (point[0], point[1])):
+                direction = 0 if side > 0 else 1  # left to right is "in"
+                self.counts[label - 1, direction] += 1
+                events.append((tid, label, DIRECTIONS[direction]))
+            self._last[tid] = (side, (point[0], point[1]))
+        return events
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A counting zone: a polygon of at least three ``(x, y)`` points in image pixels."""
+
+    points: tuple[tuple[float, float], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Zone:
+        """``"x1,y1,x2,y2,x3,y3,..."`` (``--zone``); raises ValueError on an odd count or fewer than 3 points."""
+        values = _numbers(text, "zone")
+        if len(values) % 2 or len(values) < 6:
+            raise ValueError(f"zone '{text}': expected at least 3 points as x1,y1,x2,y2,x3,y3,... ({len(values)} "
+                             f"numbers)")  # fmt: skip  # one message
+        return cls(tuple((values[i], values[i + 1]) for i in range(0, len(values), 2)))
+
+    def check_inside(self, width: int, height: int) -> None:
+        """Raise ValueError, naming the zone, when a corner lies outside a ``width x height`` frame."""
+        for x, y in self.points:
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise ValueError(f"zone {self.describe()}: ({x:g}, {y:g}) is outside the {width}x{height} frame")
+
+    def describe(self) -> str:
+        return ",".join(f"{x:g},{y:g}" for x, y in self.points)
+
+    def contains(self, points: Tensor) -> Tensor:
+        """Whether each ``(N, 2)`` point is inside the polygon (even-odd rule), ``(N,)`` bool."""
+        corners = torch.tensor(self.points, dtype=torch.float64)
+        a, b = corners, corners.roll(-1, dims=0)  # (E, 2): each edge from a to b
+        x, y = points[:, None, 0].double(), points[:, None, 1].double()  # (N, 1)
+        straddles = (a[:, 1] > y) != (b[:, 1] > y)  # (N, E): the edge spans the point's height
+        dy = torch.where(b[:, 1] == a[:, 1], torch.ones_like(b[:, 1]), b[:, 1] - a[:, 1])
+        x_at = a[:, 0] + (y - a[:, 1]) * (b[:, 0] - a[:, 0]) / dy  # where the edge is at the point's height
+        return ((straddles & (x < x_at)).sum(dim=1) % 2).bool()
+
+
+@dataclass
+class ZoneCounter:
+    """Occupancy of ``zone``: ``inside`` per class in the last frame, ``(num_classes,)`` int64; ``dwell`` frames
+    inside per track id (over the whole run)."""
+
+    zone: Zone
+    num_classes: int
+    inside: Tensor = field(init=False)
+    dwell: dict[int, int] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.inside = torch.zeros(self.num_classes, dtype=torch.int64)
+
+    def update(self, track_ids: Tensor, boxes_xyxy: Tensor, labels: Tensor) -> Tensor:
+        """One frame's tracks (as :meth:`LineCounter.update`); returns the objects inside per class, ``(C,)``."""
+        inside = self.zone.contains(anchors(boxes_xyxy.float()))
+        self.inside = torch.bincount(labels[inside] - 1, minlength=self.num_classes)[: self.num_classes]
+        for tid in track_ids[inside].tolist():
+            self.dwell[tid] = self.dwell.get(tid, 0) + 1
+        return self.inside
+
+    def dwell_seconds(self, fps: float) -> dict[int, float]:
+        """Each track's time inside, in seconds at ``fps`` frames per second."""
+        return {tid: frames / fps for tid, frames in self.dwell.items()}
+
+
+__all__ = ["DIRECTIONS", "Line", "LineCounter", "Zone", "ZoneCounter", "anchors"]
