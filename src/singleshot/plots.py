@@ -8,7 +8,6 @@ import types
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, make_grid
 
@@ -49,10 +48,6 @@ def _font() -> str | None:
 
 def _colour(label: int) -> str:
     return PALETTE[(label - 1) % len(PALETTE)]
-
-
-def save_image(image: Tensor, path: str | Path, quality: int = 90) -> None:
-    Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(path, quality=quality)
 
 
 def batch_grid(images: Sequence[Tensor], targets: Sequence[Target], class_names: Sequence[str]) -> Tensor:

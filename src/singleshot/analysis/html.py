@@ -23,7 +23,8 @@ from singleshot.analysis.coco_curves import plot_coco_curves
 from singleshot.analysis.diagnosis import Analysis
 from singleshot.analysis.sensitivity import plot_ranked_errors, plot_sensitivity
 from singleshot.analysis.tide import MAIN_ERRORS, SPECIAL_ERRORS, TideError
-from singleshot.plots import draw, plot_pr_curves, pyplot, save_image
+from singleshot.data.images import save_image
+from singleshot.plots import draw, plot_pr_curves, pyplot
 from singleshot.types import Detection, Target
 
 #: Colours of a gallery picture: the error's detection, and the ground truth.

@@ -219,3 +219,8 @@ class DataReport:
     def summary(self, title: str) -> str:
         lines = self.lines()
         return f"{title}: no problems found" if not lines else "\n".join([f"{title}:", *lines])
+
+
+def save_image(image: Tensor, path: str | Path, quality: int = 90) -> None:
+    """Write a ``uint8 [3, H, W]`` image to ``path`` (the format from the suffix; JPEG at ``quality``)."""
+    Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(path, quality=quality)

@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from singleshot.data.dataset import DataBundle
+from singleshot.data.images import save_image
 from singleshot.types import Target
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
@@ -113,19 +114,27 @@ def render(
             box = [x1, y1, x1 + bw, y1 + bh]
             if boxes and not _acceptable(box, boxes):
                 continue
-            label = int(rng.integers(len(CLASSES)))
-            fill = random_colour(rng)
-            if label == 0:
-                draw.ellipse(box, fill=fill)
-            elif label == 1:
-                draw.rectangle(box, fill=fill)
-            else:
-                draw.polygon([(x1 + bw / 2, y1), (x1 + bw, y1 + bh), (x1, y1 + bh)], fill=fill)
+            label = int(rng.integers(len(CLASSES))) + 1
+            draw_shape(draw, label, x1, y1, bw, bh, random_colour(rng))
             boxes.append(box)
-            labels.append(label + 1)
+            labels.append(label)
             break
     image = torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).contiguous()
     return image, torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(labels, dtype=torch.int64)
+
+
+def draw_shape(
+    draw: ImageDraw.ImageDraw, label: int, x1: float, y1: float, w: float, h: float, fill: tuple[int, int, int]
+) -> None:
+    """Draw shape ``label`` (1 circle, 2 square, 3 triangle pointing up) filling the box at ``(x1, y1)`` of
+    ``w x h`` pixels."""
+    box = [x1, y1, x1 + w, y1 + h]
+    if label == 1:
+        draw.ellipse(box, fill=fill)
+    elif label == 2:
+        draw.rectangle(box, fill=fill)
+    else:
+        draw.polygon([(x1 + w / 2, y1), (x1 + w, y1 + h), (x1, y1 + h)], fill=fill)
 
 
 def _draw_clutter(
@@ -262,7 +271,7 @@ def write_coco(splits: dict[str, SyntheticShapes], folder: str | Path, quality: 
         for i in range(len(data)):
             image, target = data[i]
             name = f"{split}_{i:06d}.jpg"
-            Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / split / name, quality=quality)
+            save_image(image, folder / split / name, quality=quality)
             images.append({"id": i + 1, "file_name": name, "height": data.size[0], "width": data.size[1]})
             for (x1, y1, x2, y2), label in zip(target["boxes"].tolist(), target["labels"].tolist(), strict=True):
                 annotations.append(
@@ -312,6 +321,6 @@ def save_images(
     paths = []
     for i in range(count):
         path = folder / f"{prefix}_{i:03d}.jpg"
-        Image.fromarray(data[i][0].permute(1, 2, 0).numpy()).save(path, quality=quality)
+        save_image(data[i][0], path, quality=quality)
         paths.append(path)
     return paths

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import ImageDraw
 from torch import Tensor
 
-from singleshot.data.synthetic import CLASSES, background_texture, random_colour
+from singleshot.data.images import save_image
+from singleshot.data.synthetic import CLASSES, background_texture, draw_shape, random_colour
 
 #: Ground truth keeps a box while at least this share of it is in view (inside the frame, not behind the bar).
 MIN_VISIBLE = 0.5
@@ -135,14 +136,8 @@ class MovingShapes:
         for track in self.tracks:
             if not track.start <= t < track.end:
                 continue
-            box = track.box(t)
-            x1, y1, x2, y2 = box
-            if track.label == 1:
-                draw.ellipse(box, fill=track.colour)
-            elif track.label == 2:
-                draw.rectangle(box, fill=track.colour)
-            else:
-                draw.polygon([((x1 + x2) / 2, y1), (x2, y2), (x1, y2)], fill=track.colour)
+            x1, y1, x2, y2 = track.box(t)
+            draw_shape(draw, track.label, x1, y1, track.side, track.side, track.colour)
             cx1, cy1, cx2, cy2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(w)), min(y2, float(h))
             if cx2 <= cx1 or cy2 <= cy1:
                 continue
@@ -188,7 +183,7 @@ def write_mot_sequence(video: MovingShapes, folder: str | Path, name: str = "sha
     (folder / "gt").mkdir(exist_ok=True)
     for t in range(len(video)):
         image, _ = video[t]
-        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / "img1" / f"{t + 1:06d}.jpg", quality=quality)
+        save_image(image, folder / "img1" / f"{t + 1:06d}.jpg", quality=quality)
     (folder / "gt" / "gt.txt").write_text("\n".join(mot_rows(video)) + "\n")
     h, w = video.size
     (folder / "seqinfo.ini").write_text(

@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from singleshot.convert.bases import imagenet_backbone
 from singleshot.data import DataBundle, open_dataset, synthetic_bundle
+from singleshot.data.images import save_image
 from singleshot.data.loader import Augmented, EpochSampler, make_loader
 from singleshot.data.transforms import TiledTransform, build_transforms
 from singleshot.distributed import DistInfo, broadcast_buffers, process_group, resolve_device
@@ -50,7 +51,7 @@ from singleshot.evaluation import evaluate_model
 from singleshot.folders import new_run_dir
 from singleshot.metrics import ClassThreshold, MetricReport, class_thresholds, threshold_vector, thresholds_table
 from singleshot.models import build
-from singleshot.plots import batch_grid, prediction_pair, save_image
+from singleshot.plots import batch_grid, prediction_pair
 from singleshot.postprocess import PREDICT
 from singleshot.predict import Detector
 from singleshot.predict.loading import load_initial_weights

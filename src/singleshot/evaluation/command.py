@@ -22,11 +22,12 @@ from torch import Tensor
 
 from singleshot.config import Config, setting, shared
 from singleshot.data.dataset import EvaluationData
+from singleshot.data.images import save_image
 from singleshot.distributed import DistInfo, process_group
 from singleshot.evaluation.scoring import evaluate_model, open_eval_data
 from singleshot.folders import new_run_dir
 from singleshot.metrics import MetricReport, coco_results, confusion_matrix
-from singleshot.plots import plot_confusion_matrix, plot_pr_curves, prediction_pair, save_image
+from singleshot.plots import plot_confusion_matrix, plot_pr_curves, prediction_pair
 from singleshot.postprocess import PREDICT
 from singleshot.predict import Detector
 from singleshot.predict.slicing import SliceSettings, slice_problems

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
-from singleshot.boxes import cxcywh_to_xyxy
+from singleshot.boxes import box_intersection, cxcywh_to_xyxy
 from singleshot.config import Config, setting, shared
 from singleshot.data import open_split
 from singleshot.data.dataset import DetectionDataset
@@ -98,16 +98,16 @@ def tile_boxes(boxes_xyxy: Tensor, height: int, width: int, tile: int) -> Tensor
     windows = tile_grid(height, width, SliceSettings((tile, tile))).float()  # (T, 4)
     if len(boxes_xyxy) == 0:
         return torch.zeros(0, 4)
-    lt = torch.maximum(boxes_xyxy[:, None, :2], windows[None, :, :2])
-    rb = torch.minimum(boxes_xyxy[:, None, 2:], windows[None, :, 2:])
-    inside = (rb - lt).clamp(min=0).prod(dim=2)  # (N, T)
+    inside = box_intersection(boxes_xyxy, windows)  # (N, T)
     centre = (boxes_xyxy[:, :2] + boxes_xyxy[:, 2:]) / 2
     distance = (centre[:, None, :] - (windows[None, :, :2] + windows[None, :, 2:]) / 2).abs().sum(dim=2)
     nearest_first = torch.argsort(distance, dim=1, stable=True)
     rows = torch.arange(len(boxes_xyxy))
     best = nearest_first[rows, inside.gather(1, nearest_first).argmax(dim=1)]  # most inside; ties: the nearest
     window = windows[best]
-    clipped = torch.cat([lt[rows, best], rb[rows, best]], dim=1)
+    clipped = torch.cat(
+        [torch.maximum(boxes_xyxy[:, :2], window[:, :2]), torch.minimum(boxes_xyxy[:, 2:], window[:, 2:])], 1
+    )
     size = (window[:, 2:] - window[:, :2]).repeat(1, 2)
     return (clipped - window[:, :2].repeat(1, 2)) / size
 

@@ -32,6 +32,13 @@ def _numbers(text: str, what: str) -> list[float]:
         raise ValueError(f"{what} '{text}': expected comma-separated numbers") from None
 
 
+def _check_inside(points: tuple[tuple[float, float], ...], width: int, height: int, name: str) -> None:
+    """Raise ValueError, naming ``name``, at the first point outside a ``width x height`` frame (its border is in)."""
+    for x, y in points:
+        if not (0 <= x <= width and 0 <= y <= height):
+            raise ValueError(f"{name}: ({x:g}, {y:g}) is outside the {width}x{height} frame")
+
+
 def anchors(boxes_xyxy: Tensor) -> Tensor:
     """The anchor point of each ``(N, 4)`` xyxy box: its centre, ``(N, 2)``."""
     return xyxy_to_cxcywh(boxes_xyxy)[:, :2]
@@ -59,10 +66,8 @@ class Line:
 
     def check_inside(self, width: int, height: int) -> None:
         """Raise ValueError, naming the line, when an end lies outside a ``width x height`` frame."""
-        for x, y in ((self.x1, self.y1), (self.x2, self.y2)):
-            if not (0 <= x <= width and 0 <= y <= height):
-                raise ValueError(f"line {self.x1:g},{self.y1:g},{self.x2:g},{self.y2:g}: ({x:g}, {y:g}) is outside "
-                                 f"the {width}x{height} frame")  # fmt: skip  # one message
+        name = f"line {self.x1:g},{self.y1:g},{self.x2:g},{self.y2:g}"
+        _check_inside(((self.x1, self.y1), (self.x2, self.y2)), width, height, name)
 
     def side(self, points: Tensor) -> Tensor:
         """Which side of the line each ``(N, 2)`` point is on: +1 right-hand (see module docstring), -1 left, 0 on
@@ -127,9 +132,7 @@ class Zone:
 
     def check_inside(self, width: int, height: int) -> None:
         """Raise ValueError, naming the zone, when a corner lies outside a ``width x height`` frame."""
-        for x, y in self.points:
-            if not (0 <= x <= width and 0 <= y <= height):
-                raise ValueError(f"zone {self.describe()}: ({x:g}, {y:g}) is outside the {width}x{height} frame")
+        _check_inside(self.points, width, height, f"zone {self.describe()}")
 
     def describe(self) -> str:
         return ",".join(f"{x:g},{y:g}" for x, y in self.points)
