@@ -7,26 +7,33 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import av
 import httpx
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 from PIL import Image
+from torch import Tensor
 
 from singleshot.boxes import box_iou
 from singleshot.cpu import cpu_features
 from singleshot.data.synthetic import SyntheticShapes
+from singleshot.data.synthetic_tracks import MovingShapes
+from singleshot.models import build
 from singleshot.models.common import assemble
-from singleshot.postprocess import PostProcessor
+from singleshot.postprocess import PostProcessor, PostSettings
 from singleshot.priors import DefaultBoxConfig
 from singleshot.ssd import SSD, Preprocessing
+from singleshot.weights import save_weights
 
 #: The shared BCCD dataset, by the relative path the project uses (../shared from the repo root).
 BCCD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "BCCD"
@@ -72,6 +79,15 @@ def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
         lr=0.04, warmup_epochs=0.5, workers=0, eval_every=0, project=str(root), name="t", predict_images=0,
     )  # fmt: skip
     return train(config, progress=False).run_dir / "weights" / "last.safetensors"
+
+
+@pytest.fixture(scope="session")
+def untrained_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny SSD (seed 0) with the synthetic shapes' classes, as a weights file."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("untrained") / "tiny.safetensors"
+    save_weights(build("ssd_tiny160", 3), path, list(SyntheticShapes.classes))
+    return path
 
 
 # -- VOC writers ----------------------------------------------------------------------------------------
@@ -402,3 +418,149 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()
+
+
+# -- a live stream on the loopback interface ------------------------------------------------------------
+#: A :func:`index_image` draws its index's bits as black (0) and white (1) squares of this side, 8 to a row: large
+#: enough to come through H.264 unchanged.
+INDEX_BLOCK = 40
+INDEX_BITS = 16
+
+
+def index_image(index: int, height: int = 240, width: int = 320) -> np.ndarray:
+    """An ``height x width x 3`` uint8 frame, grey, with ``index``'s 16 bits drawn as :data:`INDEX_BLOCK` squares
+    (two rows of 8 along the top) and a square that moves with the index below them."""
+    image = np.full((height, width, 3), 128, np.uint8)
+    for bit in range(INDEX_BITS):
+        row, col = divmod(bit, 8)
+        y, x = row * INDEX_BLOCK, col * INDEX_BLOCK
+        image[y : y + INDEX_BLOCK, x : x + INDEX_BLOCK] = 255 if (index >> bit) & 1 else 0
+    x = (index * 4) % (width - 40)
+    image[2 * INDEX_BLOCK + 40 : 2 * INDEX_BLOCK + 80, x : x + 40] = (200, 40, 40)
+    return image
+
+
+def read_index(image: np.ndarray | torch.Tensor) -> int:
+    """The index an :func:`index_image` shows, read from its squares' centres (an ``H x W x 3`` array or a
+    ``3 x H x W`` tensor, at the drawn size)."""
+    pixels = image.permute(1, 2, 0).numpy() if isinstance(image, torch.Tensor) else image
+    index = 0
+    for bit in range(INDEX_BITS):
+        row, col = divmod(bit, 8)
+        centre = pixels[row * INDEX_BLOCK + INDEX_BLOCK // 2, col * INDEX_BLOCK + INDEX_BLOCK // 2]
+        index |= int(centre.mean() > 128) << bit
+    return index
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoopbackStream:
+    """A live stream to ``udp://127.0.0.1:<port>`` (:attr:`url`, what a receiver opens): H.264 (libx264, ultrafast,
+    zero latency, a keyframe every ``gop`` frames, no B-frames) in MPEG-TS, sent by a thread in real time as a camera
+    sends: the frame sent at time ``t`` shows index ``floor((t - start) * fps)`` (:func:`index_image`), so a sender
+    that falls behind on a loaded machine skips indices instead of sending old pictures, and :meth:`now` is the index
+    on the wire now. :attr:`sent` lists the indices sent; :meth:`stop` kills the stream mid-run (no more packets:
+    to the receiver, a sender gone); another one on the same ``port`` brings it back. A context manager."""
+
+    def __init__(
+        self, fps: float = 30.0, size: tuple[int, int] = (240, 320), gop: int = 15, port: int | None = None
+    ) -> None:
+        self.port = port or free_udp_port()
+        self.url = f"udp://127.0.0.1:{self.port}"
+        self.fps = fps
+        self.size = size
+        self.gop = gop
+        self.sent: list[int] = []
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self.start = time.monotonic()
+        self._thread = threading.Thread(target=self._send, name="loopback stream", daemon=True)
+        self._thread.start()
+
+    def now(self, at: float | None = None) -> int:
+        """The index the sender's clock says it is sending at ``at`` (default: now; ``time.monotonic()``)."""
+        return int(((time.monotonic() if at is None else at) - self.start) * self.fps)
+
+    def _send(self) -> None:
+        try:
+            # omit_video_pes_length 0: each frame's PES packet says its length, so the receiver's demuxer hands the
+            # frame on when its last datagram arrives, not when the next frame starts (MPEG-TS's own frame of delay)
+            out = av.open(
+                f"{self.url}?pkt_size=1316", mode="w", format="mpegts", options={"omit_video_pes_length": "0"}
+            )
+            rate = Fraction(self.fps).limit_denominator(1001)
+            stream = out.add_stream("libx264", rate=rate)
+            stream.height, stream.width = self.size
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(self.gop), "bf": "0"}
+            last = -1
+            while not self._stop.is_set():
+                index = self.now()
+                if index == last:
+                    time.sleep(max(0.0, self.start + (index + 1) / self.fps - time.monotonic()))
+                    continue
+                frame = av.VideoFrame.from_ndarray(index_image(index, *self.size), format="rgb24")
+                frame.pts, frame.time_base = index, 1 / rate
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+                self.sent.append(index)
+                last = index
+            out.close()  # no encoder flush: the stream just stops, as a killed sender's does
+        except BaseException as exc:  # told to the test through self.error
+            self.error = exc
+
+    def stop(self) -> None:
+        """Kill the stream: no packet is sent after this returns."""
+        self._stop.set()
+        self._thread.join(5)
+
+    def __enter__(self) -> LoopbackStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@pytest.fixture
+def loopback() -> Iterator[LoopbackStream]:
+    """A :class:`LoopbackStream` at 30 FPS, stopped after the test."""
+    with LoopbackStream() as stream:
+        yield stream
+
+
+# -- tracking ------------------------------------------------------------------------------------------
+class OracleBackend:
+    """A backend whose detections are a moving-shapes video's ground truth (score 0.9): it recognises each frame
+    given to it as the video's nearest frame (so JPEG-decoded frames work too)."""
+
+    def __init__(self, video: MovingShapes) -> None:
+        self.video = video
+        self.name, self.class_names, self.precision = "oracle", list(video.classes), "fp32"
+        self.image_size, self.device = video.size, torch.device("cpu")
+        self.postprocess = build("ssd_tiny160", 3).postprocess
+        self.thumbs = torch.stack([self._thumb(video[t][0]) for t in range(len(video))])
+
+    @staticmethod
+    def _thumb(image: Tensor) -> Tensor:
+        return image[:, ::8, ::8].float()
+
+    def prepare(self, images: Sequence[Tensor]) -> list[Tensor]:
+        return list(images)
+
+    def infer(self, batch: list[Tensor]) -> tuple[Tensor]:
+        distance = [(self.thumbs - self._thumb(im)).abs().flatten(1).mean(1) for im in batch]
+        return (torch.stack([d.argmin() for d in distance]),)
+
+    def detections(
+        self, outputs: tuple[Tensor, ...], sizes: Sequence[tuple[int, int]], settings: PostSettings
+    ) -> list[dict[str, Tensor]]:
+        found = []
+        for t in outputs[0].tolist():
+            target = self.video[t][1]
+            n = len(target["labels"])
+            found.append({"boxes": target["boxes"], "scores": torch.full((n,), 0.9), "labels": target["labels"]})
+        return found

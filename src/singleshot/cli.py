@@ -24,6 +24,7 @@ from singleshot.predict import command as predict
 from singleshot.serve import command as serve
 from singleshot.speed import command as benchmark
 from singleshot.tools import data_report, prior_coverage
+from singleshot.track import command as track
 from singleshot.version import __version__
 
 
@@ -66,6 +67,13 @@ COMMANDS: dict[str, Command] = {
         "Run trained weights on images, videos, folders or glob patterns; writes annotated images and videos, "
         "predictions.json (COCO results with file names and frames) and, when asked, YOLO labels and crops to "
         "runs/predict/<name>.",
+    ),
+    "track": Command(
+        track.TrackConfig, track.run,
+        "track objects across video, stream or image-sequence frames; count line crossings and zone occupancy",
+        "Detect and track objects (ByteTrack, SORT or OC-SORT) in videos, live streams (webcam, RTSP, RTMP, UDP, "
+        "HTTP; always the newest frame) or image sequences; writes the annotated video, tracks.json, MOT text, "
+        "counts.csv and dwell.csv to runs/track/<name>; --eval scores against MOT ground truth (HOTA, MOTA, IDF1).",
     ),
     "export": Command(
         export.ExportConfig, export.run,

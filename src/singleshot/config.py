@@ -59,6 +59,12 @@ SHARED: dict[str, tuple[Any, str]] = {
     ),
     "overlap": (0.2, "overlap of neighbouring tiles, a share of the tile side in [0, 0.9] (with --slice)"),
     "full_image": (True, "with --slice, also run the whole image (objects larger than a tile)"),
+    "timeout": (
+        10.0,
+        "seconds a live source (webcam, stream URL) may take to open or to send a frame before it "
+        "counts as unreachable (at the start) or dropped (later)",
+    ),
+    "reconnect": (5, "attempts to reopen a live source after it drops (backoff 0.5 s doubling to 8 s); then it ends"),
     "merge": ("nms", "with --slice, how one object's detections in several tiles become one: nms drops, nmm merges"),
 }
 

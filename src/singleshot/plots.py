@@ -32,13 +32,13 @@ def draw(
     width = line_width or max(1, round(side / 200))
     return draw_bounding_boxes(
         image, boxes.float(), list(labels), colors=list(colours) if colours else None, width=width,
-        font=_font(), font_size=max(9, round(side / 45)), label_colors="white",
+        font=font_file(), font_size=max(9, round(side / 45)), label_colors="white",
         label_background_colors=list(colours) if colours else None, fill_labels=True,
     )  # fmt: skip  # keywords grouped by line
 
 
 @functools.cache
-def _font() -> str | None:
+def font_file() -> str | None:
     """DejaVu Sans, which matplotlib ships (None: torchvision's small built-in font)."""
     import matplotlib  # on first use: 0.2 s that the command line's start need not pay (nor `singleshot --help`)
 
@@ -46,8 +46,9 @@ def _font() -> str | None:
     return str(path) if path.is_file() else None
 
 
-def _colour(label: int) -> str:
-    return PALETTE[(label - 1) % len(PALETTE)]
+def palette_colour(index: int) -> str:
+    """The colour of class label (or track id) ``index`` >= 1: :data:`PALETTE` in turn."""
+    return PALETTE[(index - 1) % len(PALETTE)]
 
 
 def batch_grid(images: Sequence[Tensor], targets: Sequence[Target], class_names: Sequence[str]) -> Tensor:
@@ -55,7 +56,8 @@ def batch_grid(images: Sequence[Tensor], targets: Sequence[Target], class_names:
     drawn = []
     for image, target in zip(images, targets, strict=True):
         labels = target["labels"].tolist()
-        drawn.append(draw(image, target["boxes"], [class_names[i - 1] for i in labels], [_colour(i) for i in labels]))
+        names = [class_names[i - 1] for i in labels]
+        drawn.append(draw(image, target["boxes"], names, [palette_colour(i) for i in labels]))
     return make_grid(drawn, nrow=min(4, len(drawn)), padding=4)
 
 
@@ -71,7 +73,7 @@ def draw_detections(
     keep = detection["scores"] >= min_score
     labels = detection["labels"][keep].tolist()
     names = [f"{class_names[i - 1]} {s:.2f}" for i, s in zip(labels, detection["scores"][keep].tolist(), strict=True)]
-    return draw(image, detection["boxes"][keep], names, [_colour(i) for i in labels], line_width)
+    return draw(image, detection["boxes"][keep], names, [palette_colour(i) for i in labels], line_width)
 
 
 def prediction_pair(
@@ -80,7 +82,8 @@ def prediction_pair(
     """Predictions (left, with scores) and ground truth (right) side by side."""
     left = draw_detections(image, detection, class_names, min_score)
     gt_labels = target["labels"].tolist()
-    right = draw(image, target["boxes"], [class_names[i - 1] for i in gt_labels], [_colour(i) for i in gt_labels])
+    names = [class_names[i - 1] for i in gt_labels]
+    right = draw(image, target["boxes"], names, [palette_colour(i) for i in gt_labels])
     return make_grid([left, right], nrow=2, padding=4)
 
 
@@ -140,7 +143,7 @@ def plot_pr_curves(report: MetricReport, out_path: str | Path) -> None:
         label = None if many else f"{name} {report.ap50[k]:.3f}"
         r = [0.0, *curve.recall.tolist()]
         p = [1.0, *curve.precision.tolist()]
-        ax.plot(r, p, lw=0.8 if many else 1.2, color="grey" if many else _colour(k + 1), label=label)
+        ax.plot(r, p, lw=0.8 if many else 1.2, color="grey" if many else palette_colour(k + 1), label=label)
     if envelopes:
         mean = [sum(col) / len(col) for col in zip(*envelopes, strict=True)]
         recall = [i / (len(mean) - 1) for i in range(len(mean))]

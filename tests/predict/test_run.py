@@ -7,27 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import run_ranks, write_synthetic_images, write_voc_devkit
 from PIL import Image
 
 from singleshot.cli import main
 from singleshot.data.synthetic import SyntheticShapes
 from singleshot.evaluation.command import ValConfig
-from singleshot.models import build
 from singleshot.predict.command import PredictConfig
 from singleshot.predict.command import run as predict_to_folder
 from singleshot.predict.sources import video_frames
 from singleshot.predict.video import VideoWriter
-from singleshot.weights import save_weights
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_weights(build("ssd_tiny160", 3), path, list(SyntheticShapes.classes))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +32,9 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_run_folder(tmp_path: Path, weights: Path, sources: Path) -> None:
+def test_run_folder(tmp_path: Path, untrained_tiny: Path, sources: Path) -> None:
     config = PredictConfig(
-        str(weights), str(sources), conf=0.05, save_txt=True, save_crop=True, project=str(tmp_path), name="p"
+        str(untrained_tiny), str(sources), conf=0.05, save_txt=True, save_crop=True, project=str(tmp_path), name="p"
     )
     run = predict_to_folder(config, progress=False, log=lambda s: None)
     out = tmp_path / "p"
@@ -72,9 +61,9 @@ def test_run_folder(tmp_path: Path, weights: Path, sources: Path) -> None:
 
 
 def test_command_line_prints_without_saving_and_names_bad_input(
-    tmp_path: Path, weights: Path, sources: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, untrained_tiny: Path, sources: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    code = main(["predict", "--weights", str(weights), "--source", str(sources / "img01.jpg"), "--no-save",
+    code = main(["predict", "--weights", str(untrained_tiny), "--source", str(sources / "img01.jpg"), "--no-save",
                  "--conf", "0.05", "--classes", "square", "--project", str(tmp_path)])  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
@@ -86,7 +75,7 @@ def test_command_line_prints_without_saving_and_names_bad_input(
         (["--source", str(sources), "--conf", "2"], "invalid predict config: conf=2.0"),
     ):
         with pytest.raises(SystemExit) as exc:
-            main(["predict", "--weights", str(weights), "--project", str(tmp_path), *argv])
+            main(["predict", "--weights", str(untrained_tiny), "--project", str(tmp_path), *argv])
         assert exc.value.code == 2
         assert message in capsys.readouterr().err
 

@@ -21,7 +21,7 @@ def _frame(*tracks: tuple[int, float, float, int]) -> tuple[torch.Tensor, torch.
 
 
 def test_crossings_by_hand() -> None:
-    counter = LineCounter(Line(0, 100, 200, 100), num_classes=2)  # drawn left to right: "in" is downwards
+    counter = LineCounter(Line(0, 100, 200, 100), num_classes=2, min_frames=1)  # left to right: "in" is downwards
     paths = {
         1: ([(50, 80), (50, 95), (50, 105), (50, 130)], 1),  # down through the segment: in, class 1
         2: ([(150, 130), (150, 90)], 2),  # up: out, class 2
@@ -39,9 +39,26 @@ def test_crossings_by_hand() -> None:
 
 
 def test_a_step_over_the_segment_between_frames_counts() -> None:
-    counter = LineCounter(Line(100, 0, 100, 200), num_classes=1)  # drawn downwards: "in" is leftwards
+    counter = LineCounter(Line(100, 0, 100, 200), num_classes=1, min_frames=1)  # drawn downwards: "in" is leftwards
     counter.update(*_frame((7, 150, 50, 1)))
     assert counter.update(*_frame((7, 40, 70, 1))) == [(7, 1, "in")]  # a long step, no frame near the line
+
+
+def test_a_crossing_counts_once_the_track_stays_on_the_new_side() -> None:
+    counter = LineCounter(Line(0, 100, 200, 100), num_classes=1)  # min_frames 2
+    # track 1 jitters across for single frames (as a box leaving the image along the line does), then crosses
+    ys = [95, 103, 96, 104, 97, 105, 106, 107]
+    events = [counter.update(*_frame((1, 50, y, 1))) for y in ys]
+    assert events == [[], [], [], [], [], [], [(1, 1, "in")], []]  # counted on its 2nd frame below, once
+    assert counter.counts.tolist() == [[1, 0]]
+    with pytest.raises(ValueError, match="min_frames"):
+        LineCounter(Line(0, 0, 1, 1), 1, min_frames=0)
+    # a track unseen for forget_after updates is forgotten: memory stays flat on an endless stream
+    forgetful = LineCounter(Line(0, 100, 200, 100), num_classes=1, forget_after=5)
+    forgetful.update(*_frame((1, 50, 90, 1), (2, 60, 90, 1)))
+    for _ in range(99):
+        forgetful.update(*_frame((2, 60, 90, 1)))
+    assert forgetful.remembered == 1
 
 
 def test_zone_occupancy_and_dwell() -> None:
@@ -53,6 +70,8 @@ def test_zone_occupancy_and_dwell() -> None:
     assert counter.update(*_frame((1, 10, 10, 1), (2, 200, 80, 3))).tolist() == [1, 0, 0]
     assert counter.dwell == {1: 2, 2: 1}
     assert counter.dwell_seconds(30.0) == pytest.approx({1: 2 / 30, 2: 1 / 30})
+    counter.update(*_frame((1, 10, 10, 1)), frames=3)  # 3 frames after the previous one (2 skipped): 3 more inside
+    assert counter.dwell == {1: 5, 2: 1}
 
 
 def test_bad_lines_and_zones_are_refused() -> None:

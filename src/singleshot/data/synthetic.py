@@ -17,6 +17,7 @@ import functools
 import json
 import math
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -259,7 +260,18 @@ def small_objects(num_images: int, seed: int = 0) -> SyntheticShapes:
     )
 
 
-def write_coco(splits: dict[str, SyntheticShapes], folder: str | Path, quality: int = 92) -> Path:
+class ShapeSet(Protocol):
+    """What :func:`write_coco` writes: a sized set of ``(image, target)`` items of one image ``size`` ``(H, W)``."""
+
+    size: tuple[int, ...]
+    class_names: list[str]
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]: ...
+
+
+def write_coco(splits: dict[str, ShapeSet], folder: str | Path, quality: int = 92) -> Path:
     """Save synthetic sets as a COCO folder: ``<folder>/<split>/<split>_000000.jpg``... and
     ``<folder>/annotations/instances_<split>.json`` per entry of ``splits`` (e.g. ``{"train": ..., "val": ...}``),
     boxes as COCO ``[x, y, w, h]`` in pixels; returns ``folder``. Readable by every ``--data`` of singleshot."""

@@ -9,8 +9,10 @@ hides whatever passes behind it for a few frames (a brief full occlusion). Frame
 
 Ground truth is each object's full box in every frame where at least :data:`MIN_VISIBLE` of it is in view (inside
 the frame and not behind the bar); boxes are clipped to the frame. :func:`write_mot_sequence` writes a MOT
-Challenge sequence folder (``img1/000001.jpg``..., ``gt/gt.txt`` rows ``frame,id,x,y,w,h,1,class,visibility`` with
-1-based frames and ids, ``seqinfo.ini``), the layout that MOT evaluators read.
+Challenge sequence folder (``img1/000001.jpg``..., ``gt/gt.txt`` rows ``frame,id,x,y,w,h,1,1,visibility`` with
+1-based frames and ids, ``seqinfo.ini``), the layout that MOT evaluators read. The class column is MOT17's scored
+class (1, "pedestrian") for every object: MOT evaluators score only that class and treat some others (2, 7, 8, 12)
+as distractors; the shapes' classes are in the items' ``labels``.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import numpy as np
 import torch
 from PIL import ImageDraw
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from singleshot.data.images import save_image
-from singleshot.data.synthetic import CLASSES, background_texture, draw_shape, random_colour
+from singleshot.data.synthetic import CLASSES, background_texture, draw_shape, random_colour, write_coco
 
 #: Ground truth keeps a box while at least this share of it is in view (inside the frame, not behind the bar).
 MIN_VISIBLE = 0.5
@@ -163,15 +166,15 @@ class MovingShapes:
 
 
 def mot_rows(video: MovingShapes) -> list[str]:
-    """The ground truth as MOT Challenge rows ``frame,id,x,y,w,h,1,class,visibility`` (1-based frames)."""
+    """The ground truth as MOT Challenge rows ``frame,id,x,y,w,h,1,1,visibility`` (1-based frames; every object in
+    the scored class 1, see the module docstring)."""
     rows = []
     for t in range(len(video)):
         _, target = video[t]
-        for (x1, y1, x2, y2), label, tid, vis in zip(
-            target["boxes"].tolist(), target["labels"].tolist(), target["track_ids"].tolist(),
-            target["visibility"].tolist(), strict=True,
-        ):  # fmt: skip  # the four columns on one line
-            rows.append(f"{t + 1},{tid},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},1,{label},{vis:.3f}")
+        for (x1, y1, x2, y2), tid, vis in zip(
+            target["boxes"].tolist(), target["track_ids"].tolist(), target["visibility"].tolist(), strict=True
+        ):
+            rows.append(f"{t + 1},{tid},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},1,1,{vis:.3f}")
     return rows
 
 
@@ -193,4 +196,44 @@ def write_mot_sequence(video: MovingShapes, folder: str | Path, name: str = "sha
     return folder
 
 
-__all__ = ["MIN_VISIBLE", "MovingShapes", "Track", "mot_rows", "write_mot_sequence"]
+#: Seeds of the videos :func:`write_tracking_set` trains on (its validation videos use
+#: ``TRACKING_VAL_SEED + k``); the evaluation video of ``benchmarks/tracking.py`` is seed 0, in neither.
+TRACKING_TRAIN_SEED, TRACKING_VAL_SEED = 1000, 2000
+
+
+class TrackFrames(Dataset):
+    """Every ``stride``-th frame of ``videos`` moving-shapes videos (seeds ``seed``, ``seed + 1``, ...) as a
+    detection set: items ``(image uint8 [3, H, W], {"boxes", "labels"})``, for training a detector to track with.
+    ``video_args`` go to :class:`MovingShapes`."""
+
+    def __init__(self, videos: int, stride: int = 6, seed: int = TRACKING_TRAIN_SEED, **video_args: object) -> None:
+        if videos < 1 or stride < 1:
+            raise ValueError(f"need videos >= 1 and stride >= 1, got {videos} and {stride}")
+        self.videos = [MovingShapes(seed=seed + k, **video_args) for k in range(videos)]  # type: ignore[arg-type]
+        self.stride = stride
+        self.per_video = math.ceil(self.videos[0].num_frames / stride)
+        self.size: tuple[int, ...] = self.videos[0].size
+        self.class_names = list(CLASSES)
+
+    def __len__(self) -> int:
+        return len(self.videos) * self.per_video
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        video, frame = divmod(index, self.per_video)
+        image, target = self.videos[video][frame * self.stride]
+        return image, {"boxes": target["boxes"], "labels": target["labels"]}
+
+
+def write_tracking_set(folder: str | Path, train: int = 200, val: int = 10, stride: int = 30) -> Path:
+    """Frames of moving-shapes videos as a COCO folder (``train`` videos' and ``val`` videos' every ``stride``-th
+    frame: by default 10 frames of each of 200 videos, since each video has a background of its own and a detector
+    trained on few backgrounds sees shapes in new ones; seeds :data:`TRACKING_TRAIN_SEED` and
+    :data:`TRACKING_VAL_SEED` onwards), for ``singleshot train --config recipes/tracking.yaml``."""
+    splits = {"train": TrackFrames(train, stride), "val": TrackFrames(val, stride, seed=TRACKING_VAL_SEED)}
+    return write_coco(splits, folder)
+
+
+__all__ = [
+    "MIN_VISIBLE", "TRACKING_TRAIN_SEED", "TRACKING_VAL_SEED", "MovingShapes", "Track", "TrackFrames", "mot_rows",
+    "write_mot_sequence", "write_tracking_set",
+]  # fmt: skip  # a list of names

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
-from itertools import islice
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,10 +15,12 @@ from torch import Tensor
 from singleshot.distributed import DistInfo, resolve_device
 from singleshot.postprocess import PREDICT, PostProcessor, PostSettings
 from singleshot.predict.backends import Backend, TorchBackend
+from singleshot.predict.live import LiveSettings
 from singleshot.predict.loading import load_backend
 from singleshot.predict.result import Result
 from singleshot.predict.slicing import DEFAULT_MERGE, DEFAULT_OVERLAP, SliceSettings, merge_tiles, windows_of
-from singleshot.predict.sources import SourceReport, expand, frames
+from singleshot.predict.sources import SourceReport, batches, expand, frames
+from singleshot.predict.tracking import Tracker, TrackerSettings, continues
 from singleshot.ssd import SSD
 from singleshot.types import Detection
 
@@ -170,13 +173,24 @@ class Detector:
         overlap: float = DEFAULT_OVERLAP,
         full_image: bool = True,
         merge: Literal["nms", "nmm"] = DEFAULT_MERGE,
+        timeout: float = 10.0,
+        reconnect: int = 5,
     ) -> list[Result] | Iterator[Result]:
         """Detect objects in ``source``: an image or video path, a folder, a glob, a ``PIL.Image``, an ``H x W x 3``
-        uint8 RGB array, a ``3 x H x W`` tensor, or a list of these (see :mod:`singleshot.predict.sources`).
+        uint8 RGB array, a ``3 x H x W`` tensor, a live source (a webcam index such as ``0``, a ``/dev/video*``
+        device, an ``rtsp://``, ``udp://``, ``http(s)://``, ... stream), or a list of these (see
+        :mod:`singleshot.predict.sources`).
 
         Returns one :class:`Result` per image or video frame, in order: a list, or with ``stream=True`` a generator
-        (constant memory on long videos). Unreadable images are skipped with a warning and counted in ``report``;
-        a missing source, an empty folder or an unreadable video raises a ValueError/FileNotFoundError naming it.
+        (constant memory on long videos; what a live source needs, since its frames end only when it does).
+        Unreadable images are skipped with a warning and counted in ``report``; a missing source, an empty folder
+        or an unreadable video raises a ValueError/FileNotFoundError naming it, a live source that cannot be
+        opened a :class:`~singleshot.predict.live.LiveSourceError` (a ValueError).
+
+        A live source gives the newest frame each time the model is ready (:mod:`singleshot.predict.live`): the
+        frames it had no time for are skipped and counted in ``report``, ``Result.frame`` counts them, ``Result.path``
+        is None and ``Result.stream`` is the source as given; each live frame goes through the network at once,
+        never waiting to fill a batch.
 
         Args:
             conf: least score kept, for every class; None: the weights' per-class thresholds when they carry them
@@ -186,14 +200,19 @@ class Detector:
             iou: NMS threshold; max_det: detections kept per image (the other post-processing settings are the
                 model's own; see :class:`~singleshot.postprocess.PostSettings`).
             classes: keep only these classes (names or labels 1..C).
-            batch: images (with ``slice``: tiles) per forward pass; vid_stride: use every n-th video frame.
+            batch: images (with ``slice``: tiles) per forward pass; vid_stride: use every n-th video frame (files
+                only).
             slice: sliced inference for small objects (:mod:`singleshot.predict.slicing`): tiles of this side (or
                 ``(H, W)``) at native resolution, neighbours overlapping by ``overlap`` of a side, plus the whole
                 image when ``full_image``, merged across tiles by ``merge`` (``nms`` or ``nmm``);
                 ``Result.speed["tiles"]`` says how many windows ran.
+            timeout: live sources: seconds to wait when opening or reading before the source counts as unreachable
+                (an error) or dropped; reconnect: attempts in a row to reopen a dropped stream (backoff 0.5 s
+                doubling to 8 s), after which its frames end (see :class:`~singleshot.predict.live.LiveSettings`).
         """
         if batch < 1 or vid_stride < 1:
             raise ValueError(f"batch and vid_stride must be >= 1, got {batch}, {vid_stride}")
+        live = LiveSettings(timeout, reconnect)
         settings = self.backend.postprocess.predict_settings(
             conf, iou=iou, max_det=max_det, classes=self.class_labels(classes)
         )
@@ -201,29 +220,37 @@ class Detector:
         report = report if report is not None else SourceReport()
         items = expand(source, report)
         if slicing is None:
-            results = self._results(items, settings, batch, vid_stride, report)
+            results = self._results(items, settings, batch, vid_stride, report, live)
         else:
-            results = self._sliced_results(items, settings, slicing, batch, vid_stride, report)
+            results = self._sliced_results(items, settings, slicing, batch, vid_stride, report, live)
         return results if stream else list(results)
 
     def _results(
-        self, items: list[Any], settings: PostSettings, batch: int, vid_stride: int, report: SourceReport
+        self,
+        items: list[Any],
+        settings: PostSettings,
+        batch: int,
+        vid_stride: int,
+        report: SourceReport,
+        live: LiveSettings | None = None,
     ) -> Iterator[Result]:
-        """The results of ``items``, ``batch`` frames per forward pass."""
-        stream = frames(items, max(self.image_size), vid_stride, report)
-        while chunk := list(islice(stream, batch)):
-            detections, ms = self.detect([f.image for f in chunk], [f.orig_size for f in chunk], settings)
-            n = len(chunk)
-            for f, d in zip(chunk, detections, strict=True):
-                yield Result(
-                    boxes=d["boxes"], scores=d["scores"], labels=d["labels"], names=self.names,
-                    orig_size=f.orig_size, path=f.path, frame=f.frame, fps=f.fps, image=f.image, reload=f.reload,
-                    speed={
-                        "preprocess": f.read_ms + ms["preprocess"] / n,
-                        "inference": ms["inference"] / n,
-                        "postprocess": ms["postprocess"] / n,
-                    },
-                )  # fmt: skip  # the Result's fields, grouped by line rather than one per line
+        """The results of ``items``, ``batch`` frames per forward pass (a live frame alone, at once); closing this
+        generator closes the frames' (a live reader's thread stops)."""
+        with closing(frames(items, max(self.image_size), vid_stride, report, live)) as stream:
+            for chunk in batches(stream, batch):
+                detections, ms = self.detect([f.image for f in chunk], [f.orig_size for f in chunk], settings)
+                n = len(chunk)
+                for f, d in zip(chunk, detections, strict=True):
+                    yield Result(
+                        boxes=d["boxes"], scores=d["scores"], labels=d["labels"], names=self.names,
+                        orig_size=f.orig_size, path=f.path, frame=f.frame, fps=f.fps, stream=f.stream,
+                        image=f.image, reload=f.reload,
+                        speed={
+                            "preprocess": f.read_ms + ms["preprocess"] / n,
+                            "inference": ms["inference"] / n,
+                            "postprocess": ms["postprocess"] / n,
+                        },
+                    )  # fmt: skip  # the Result's fields, grouped by line rather than one per line
 
     def detect_sliced(
         self, image: Tensor, slicing: SliceSettings, settings: PostSettings | None = None, batch: int = 8
@@ -269,12 +296,71 @@ class Detector:
         batch: int,
         vid_stride: int,
         report: SourceReport,
+        live: LiveSettings | None = None,
     ) -> Iterator[Result]:
         """The results of ``items`` by sliced inference, each frame read at native resolution."""
-        for f in frames(items, None, vid_stride, report):
-            d, ms = self.detect_sliced(f.image, slicing, settings, batch)
-            yield Result(
-                boxes=d["boxes"], scores=d["scores"], labels=d["labels"], names=self.names,
-                orig_size=f.orig_size, path=f.path, frame=f.frame, fps=f.fps, image=f.image, reload=f.reload,
-                speed=ms | {"preprocess": f.read_ms + ms["preprocess"]},
-            )  # fmt: skip  # the Result's fields, grouped by line rather than one per line
+        with closing(frames(items, None, vid_stride, report, live)) as stream:
+            for f in stream:
+                d, ms = self.detect_sliced(f.image, slicing, settings, batch)
+                yield Result(
+                    boxes=d["boxes"], scores=d["scores"], labels=d["labels"], names=self.names,
+                    orig_size=f.orig_size, path=f.path, frame=f.frame, fps=f.fps, stream=f.stream,
+                    image=f.image, reload=f.reload, speed=ms | {"preprocess": f.read_ms + ms["preprocess"]},
+                )  # fmt: skip  # the Result's fields, grouped by line rather than one per line
+
+    def track(
+        self,
+        source: Any,
+        *,
+        tracker: TrackerSettings | str = "bytetrack",
+        conf: float | None = None,
+        iou: float = PREDICT.iou,
+        max_det: int = PREDICT.max_det,
+        classes: Sequence[str | int] | None = None,
+        batch: int = 8,
+        stream: bool = False,
+        vid_stride: int = 1,
+        fps: float = 30.0,
+        report: SourceReport | None = None,
+        timeout: float = 10.0,
+        reconnect: int = 5,
+    ) -> list[Result] | Iterator[Result]:
+        """Detect and track objects in videos, live streams or image sequences: as :meth:`predict`, with each
+        :class:`Result` keeping only the detections in a confirmed track and giving their ids in ``track_ids``
+        ``(K,)`` int64 (from 1; one id per object for the whole video). A new tracker starts with each video or
+        stream; the images of a folder (or list) are one sequence, in order, at ``fps``.
+
+        Args:
+            tracker: ``bytetrack``, ``sort``, ``ocsort``, or :class:`~singleshot.predict.tracking.TrackerSettings`.
+            conf: least score of a detection handed to the tracker; None: the tracker's ``low`` threshold (0.1 for
+                ByteTrack, whose second association uses the low-scoring boxes); the weights' per-class thresholds
+                are not used here.
+            iou, max_det, classes, batch, vid_stride, report, timeout, reconnect: as :meth:`predict`.
+            fps: frame rate of an image sequence (videos and streams give their own).
+
+        Raises:
+            ValueError: an unknown tracker (listing the choices), settings out of range, or what :meth:`predict`
+                raises.
+        """
+        settings = (TrackerSettings(tracker) if isinstance(tracker, str) else tracker).resolved()  # type: ignore[arg-type]
+        found = self.predict(
+            source, conf=settings.low if conf is None else conf, iou=iou, max_det=max_det, classes=classes,
+            batch=batch, stream=True, vid_stride=vid_stride, report=report, timeout=timeout, reconnect=reconnect,
+        )  # fmt: skip  # the options grouped by line
+        tracked = self._tracked(found, settings, fps)  # type: ignore[arg-type]  # stream=True: an iterator
+        return tracked if stream else list(tracked)
+
+    def _tracked(self, results: Iterator[Result], settings: TrackerSettings, fps: float) -> Iterator[Result]:
+        """``results`` with track ids; a new tracker for each sequence (:func:`.tracking.continues`)."""
+        tracker: Tracker | None = None
+        previous: Result | None = None
+        for r in results:
+            if tracker is None or not continues(previous, r):
+                tracker = Tracker(settings, r.fps or fps)
+            before = tracker.ms
+            kept, ids = tracker.update(r.detection, None if r.frame is None else r.frame / tracker.fps)
+            previous = r
+            yield dataclasses.replace(
+                r, boxes=r.boxes[kept], scores=r.scores[kept], labels=r.labels[kept], track_ids=ids,
+                speed=r.speed | {"track": tracker.ms - before},
+            )  # fmt: skip  # the fields grouped by line

@@ -36,6 +36,8 @@ class Result:
     path: Path | None = None
     frame: int | None = None
     fps: float | None = None  # the video's frame rate, for video frames
+    stream: str | None = None  # a live source's address as given (webcam index, device or URL); path is then None
+    track_ids: Tensor | None = None  # (N,) int64 ids >= 1 of the tracks the detections belong to (Detector.track)
     speed: dict[str, float] = field(default_factory=dict)
     image: Tensor | None = field(default=None, repr=False)  # uint8 [3, h, w] as read (maybe a reduced decode)
     reload: Callable[[], Tensor] | None = field(default=None, repr=False)  # the full-size image, when reduced
@@ -89,7 +91,8 @@ class Result:
 
     # -- exports ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: where the image came from, its size, the speed, and each detection."""
+        """JSON-ready: where the image came from, its size, the speed, and each detection (with its ``track_id``
+        when tracked)."""
         return {
             "path": None if self.path is None else str(self.path),
             "frame": self.frame,
@@ -97,11 +100,15 @@ class Result:
             "speed": self.speed,
             "detections": [
                 {"box": box, "score": score, "label": label, "name": self.names[label - 1]}
-                for box, score, label in zip(
-                    self.boxes.tolist(), self.scores.tolist(), self.labels.tolist(), strict=True
+                | ({} if track_id is None else {"track_id": track_id})
+                for box, score, label, track_id in zip(
+                    self.boxes.tolist(), self.scores.tolist(), self.labels.tolist(), self._track_id_list(), strict=True
                 )
             ],
         }
+
+    def _track_id_list(self) -> list[int | None]:
+        return [None] * len(self) if self.track_ids is None else self.track_ids.tolist()
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent)

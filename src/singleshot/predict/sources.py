@@ -1,11 +1,18 @@
 """What ``predict`` can read, turned into a stream of :class:`Frame` s.
 
-A source is an image or video path, a folder (its images and videos, sorted; other files skipped and counted),
-a glob pattern, a ``PIL.Image``, a NumPy ``H x W x 3`` uint8 RGB array, a ``3 x H x W`` tensor (uint8, or float
-in [0, 1]), or a list of any of these. Images are read as training's readers read them (grayscale, palette,
-RGBA, CMYK and 16-bit converted to 8-bit RGB; EXIF orientation applied); JPEGs much larger than the model's input
-are decoded at a reduced scale (:func:`~singleshot.data.images.load_image`), never below the input size. Videos
-are decoded frame by frame with PyAV, so memory stays flat however long they are.
+A source is an image or video path, a folder (its images and videos, sorted; other files skipped and counted), a
+glob pattern, a ``PIL.Image``, a NumPy ``H x W x 3`` uint8 RGB array, a ``3 x H x W`` tensor (uint8, or float in
+[0, 1]), a live source (a webcam index such as ``0``, a ``/dev/video*`` device, or an ``rtsp://``, ``rtmp://``,
+``udp://``, ``tcp://``, ``srt://`` or ``http(s)://`` stream: :mod:`singleshot.predict.live`), or a list of any of
+these. Images are read as training's readers read them (grayscale, palette, RGBA, CMYK and 16-bit converted to 8-bit
+RGB; EXIF orientation applied); JPEGs much larger than the model's input are decoded at a reduced scale
+(:func:`~singleshot.data.images.load_image`), never below the input size. Videos are decoded frame by frame with
+PyAV, so memory stays flat however long they are. A live source is read by a thread of its own that keeps only the
+newest frame: the model always gets the present, and the frames it had no time for are skipped and counted
+(:class:`~singleshot.predict.live.LiveReader`).
+
+:class:`Frame` and :class:`SourceReport` live in :mod:`singleshot.predict.frame` (shared with the live reader) and
+are importable from here too.
 """
 
 from __future__ import annotations
@@ -13,9 +20,7 @@ from __future__ import annotations
 import glob
 import time
 import warnings
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import KW_ONLY, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,47 +33,10 @@ from torch import Tensor
 
 from singleshot.data.dataset import IMAGE_SUFFIXES
 from singleshot.data.images import ImageError, load_image, read_image
+from singleshot.predict.frame import Frame, SourceReport, decoded_image
+from singleshot.predict.live import LiveSettings, is_live, live_frames
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
-
-
-@dataclass
-class Frame:
-    """One image to predict on: ``image`` uint8 ``[3, h, w]`` (possibly a reduced decode), the ``orig_size``
-    ``(H, W)`` that detections are given in, where it came from, and the milliseconds spent reading it."""
-
-    image: Tensor
-    orig_size: tuple[int, int]
-    path: Path | None = None
-    _: KW_ONLY
-    frame: int | None = None  # index of a video frame (in the video, counting skipped frames)
-    fps: float | None = None  # a video's frame rate
-    read_ms: float = 0.0
-    reload: Callable[[], Tensor] | None = field(default=None, repr=False)  # the full-size image, when reduced
-
-
-@dataclass
-class SourceReport:
-    """Inputs left out, counted by reason, with the first few names (what ``predict`` prints at the end)."""
-
-    skipped: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-
-    def add(self, reason: str, where: Path | str) -> None:
-        self.skipped[reason] += 1
-        self.examples.setdefault(reason, [])
-        if len(self.examples[reason]) < 3:
-            self.examples[reason].append(str(where))
-
-    def merge(self, other: SourceReport) -> None:
-        """Add ``other``'s counts (and examples, up to three per reason)."""
-        for reason, n in other.skipped.items():
-            self.skipped[reason] += n
-            kept = self.examples.setdefault(reason, [])
-            kept.extend(other.examples.get(reason, [])[: max(0, 3 - len(kept))])
-
-    def lines(self) -> list[str]:
-        return [f"{n:>6}  {reason}: {', '.join(self.examples[reason])}" for reason, n in self.skipped.most_common()]
 
 
 def is_video(path: Path) -> bool:
@@ -80,7 +48,8 @@ def is_image(path: Path) -> bool:
 
 
 def expand(source: Any, report: SourceReport) -> list[Any]:
-    """The single inputs of ``source`` in order: files (images and videos) and in-memory images.
+    """The single inputs of ``source`` in order: files (images and videos), in-memory images, and live sources (as
+    strings: a webcam index, a device or a URL; recognised before any file check).
 
     Raises:
         FileNotFoundError: a path or glob that matches nothing.
@@ -90,6 +59,8 @@ def expand(source: Any, report: SourceReport) -> list[Any]:
         return [item for s in source for item in expand(s, report)]
     if isinstance(source, (Image.Image, np.ndarray, Tensor)):
         return [source]
+    if is_live(source):
+        return [str(source)]
     if not isinstance(source, (str, Path)):
         raise ValueError(f"cannot predict on a {type(source).__name__}: give paths, PIL images, arrays or tensors")
     path = Path(source)
@@ -135,20 +106,6 @@ def in_memory_frame(item: Image.Image | np.ndarray | Tensor, index: int) -> Fram
     return Frame(image, (int(image.shape[1]), int(image.shape[2])), read_ms=(time.perf_counter() - start) * 1e3)
 
 
-def reduction(height: int, width: int, reduce_to: int | None) -> int:
-    """The largest of 1, 2, 4, 8 by which both sides can be divided and stay at least ``reduce_to`` (as JPEG's DCT
-    scaling chooses)."""
-    factor = 1
-    while reduce_to is not None and factor < 8 and min(height, width) // (factor * 2) >= reduce_to:
-        factor *= 2
-    return factor
-
-
-def _rgb(decoded: Any, width: int | None = None, height: int | None = None) -> Tensor:
-    """A decoded video frame as uint8 ``[3, H, W]`` RGB, scaled by FFmpeg when a size is given."""
-    return torch.from_numpy(decoded.to_ndarray(format="rgb24", width=width, height=height)).permute(2, 0, 1)
-
-
 def video_frames(path: Path, stride: int = 1, reduce_to: int | None = None) -> Iterator[Frame]:
     """Every ``stride``-th frame of the video at ``path``, decoded one at a time, RGB; with ``reduce_to``, scaled
     down by 2, 4 or 8 during the colour conversion while both sides stay at least ``reduce_to`` (the full-size
@@ -171,13 +128,7 @@ def video_frames(path: Path, stride: int = 1, reduce_to: int | None = None) -> I
             start = time.perf_counter()
             for index, decoded in enumerate(container.decode(stream)):
                 if index % stride == 0:
-                    factor = reduction(decoded.height, decoded.width, reduce_to)
-                    size = (decoded.height, decoded.width)
-                    if factor == 1:
-                        image, reload = _rgb(decoded), None
-                    else:
-                        image = _rgb(decoded, decoded.width // factor, decoded.height // factor)
-                        reload = partial(_rgb, decoded)
+                    image, size, reload = decoded_image(decoded, reduce_to)
                     yield Frame(
                         image,
                         size,
@@ -203,12 +154,29 @@ def _read(path: Path, reduce_to: int | None) -> Frame | ImageError:
     return Frame(image, size, path, read_ms=(time.perf_counter() - start) * 1e3, reload=reload)
 
 
-def frames(items: Sequence[Any], reduce_to: int | None, stride: int, report: SourceReport) -> Iterator[Frame]:
+def frames(
+    items: Sequence[Any],
+    reduce_to: int | None,
+    stride: int,
+    report: SourceReport,
+    live: LiveSettings | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Iterator[Frame]:
     """The frames of ``items`` (from :func:`expand`), in order. An image that cannot be read is skipped with a
-    warning naming it (and counted in ``report``); a video that cannot be read is an error. (Decoding in a
-    background thread was measured slower on 2 cores: it competes with the network's own threads.)"""
+    warning naming it (and counted in ``report``); a video that cannot be read is an error. (Decoding files in a
+    background thread was measured slower on 2 cores: it competes with the network's own threads.)
+
+    A live item (a string) yields the newest frames of its stream (:func:`~singleshot.predict.live.live_frames`
+    with the ``live`` settings, its drops and reconnects told to ``log``, default standard error) until the stream
+    ends for good; ``stride`` does not apply to it. Its skipped frames are counted in ``report``.
+
+    Raises:
+        LiveSourceError: a live source that cannot be opened (a ValueError).
+    """
     for index, item in enumerate(items):
-        if not isinstance(item, Path):
+        if isinstance(item, str):
+            yield from live_frames(item, live, reduce_to, report, log)
+        elif not isinstance(item, Path):
             yield in_memory_frame(item, index)
         elif is_video(item):
             yield from video_frames(item, stride, reduce_to)
@@ -219,3 +187,22 @@ def frames(items: Sequence[Any], reduce_to: int | None, stride: int, report: Sou
                 warnings.warn(f"{frame}; skipped", stacklevel=2)
                 continue
             yield frame
+
+
+def batches(stream: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
+    """``stream``'s frames in batches of ``size``, except that a live frame is never held back to fill a batch: it
+    goes alone, at once (file frames gathered before it go first, as a smaller batch)."""
+    chunk: list[Frame] = []
+    for frame in stream:
+        if frame.stream is not None:
+            if chunk:
+                yield chunk
+                chunk = []
+            yield [frame]
+            continue
+        chunk.append(frame)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

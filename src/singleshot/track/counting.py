@@ -6,7 +6,9 @@ the two positions meets the line's segment (a step that passes beyond the segmen
 exactly on the line belongs to neither side: the crossing is counted when the anchor reaches the other side.
 Directions: looking along the line from ``(x1, y1)`` to ``(x2, y2)`` as drawn on the image (y pointing down),
 ``in`` is from its left-hand side to its right-hand side, ``out`` the other way; for a line drawn left to right,
-``in`` is downwards. Each crossing counts, so a track that crosses back counts once each way.
+``in`` is downwards. Each crossing counts, so a track that crosses back counts once each way. A crossing counts
+once the anchor has been on the new side in ``min_frames`` consecutive updates (2 by default): a box whose centre
+jitters across the line for a frame, as one does while its object leaves the image along the line, counts nothing.
 
 A :class:`Zone` is a polygon; a track is inside when its anchor is (even-odd rule). Per frame, the objects inside
 are counted per class, and each track's frames inside accumulate into its dwell time.
@@ -85,34 +87,74 @@ class Line:
 
 
 @dataclass
+class _Side:
+    """A track's state at a line: the side it is known to be on and the last point there, and the other side it
+    may be crossing to (how many updates in a row, from which point)."""
+
+    side: int
+    point: tuple[float, float]
+    seen: int  # the update that last saw the track
+    candidate: int = 0
+    since: int = 0
+    start: tuple[float, float] = (0.0, 0.0)
+
+
+@dataclass
 class LineCounter:
     """Crossings of ``line`` per class: ``counts`` ``(num_classes, 2)`` int64, columns :data:`DIRECTIONS`, row
-    ``label - 1``."""
+    ``label - 1``. A crossing counts when the track has been on the new side in ``min_frames`` consecutive updates
+    (module docstring). A track unseen for ``forget_after`` updates is forgotten (memory stays flat on an endless
+    stream; a tracker has long dropped it by then)."""
 
     line: Line
     num_classes: int
+    min_frames: int = 2
+    forget_after: int = 900
     counts: Tensor = field(init=False)
-    _last: dict[int, tuple[int, tuple[float, float]]] = field(init=False, default_factory=dict)
+    _tracks: dict[int, _Side] = field(init=False, default_factory=dict)
+    _updates: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
+        if self.min_frames < 1:
+            raise ValueError(f"min_frames must be >= 1, got {self.min_frames}")
         self.counts = torch.zeros(self.num_classes, 2, dtype=torch.int64)
 
     def update(self, track_ids: Tensor, boxes_xyxy: Tensor, labels: Tensor) -> list[tuple[int, int, str]]:
         """One frame's tracks (``(N,)`` ids, ``(N, 4)`` xyxy boxes, ``(N,)`` labels in 1..C); returns the
-        crossings in this frame as ``(track id, label, direction)``."""
+        crossings counted in this frame as ``(track id, label, direction)``."""
         points = anchors(boxes_xyxy.float())
         sides = self.line.side(points).tolist()
         events = []
-        for tid, label, side, point in zip(track_ids.tolist(), labels.tolist(), sides, points.tolist(), strict=True):
+        for tid, label, side, (x, y) in zip(track_ids.tolist(), labels.tolist(), sides, points.tolist(), strict=True):
+            known = self._tracks.get(tid)
+            if known is None:
+                if side != 0:
+                    self._tracks[tid] = _Side(side, (x, y), self._updates)
+                continue
+            known.seen = self._updates
             if side == 0:  # on the line: wait until it is on a side
                 continue
-            last = self._last.get(tid)
-            if last is not None and last[0] != side and self.line.meets(last[1], (point[0], point[1])):
-                direction = 0 if side > 0 else 1  # left to right is "in"
-                self.counts[label - 1, direction] += 1
-                events.append((tid, label, DIRECTIONS[direction]))
-            self._last[tid] = (side, (point[0], point[1]))
+            if side == known.side:
+                known.point, known.candidate = (x, y), 0
+                continue
+            if known.candidate != side:
+                known.candidate, known.since, known.start = side, 0, (x, y)
+            known.since += 1
+            if known.since >= self.min_frames:
+                if self.line.meets(known.point, known.start):
+                    direction = 0 if side > 0 else 1  # left to right is "in"
+                    self.counts[label - 1, direction] += 1
+                    events.append((tid, label, DIRECTIONS[direction]))
+                known.side, known.point, known.candidate = side, (x, y), 0
+        self._updates += 1
+        if self._updates % 100 == 0:
+            self._tracks = {t: v for t, v in self._tracks.items() if self._updates - v.seen <= self.forget_after}
         return events
+
+    @property
+    def remembered(self) -> int:
+        """How many tracks' sides are held."""
+        return len(self._tracks)
 
 
 @dataclass(frozen=True)
@@ -151,22 +193,23 @@ class Zone:
 @dataclass
 class ZoneCounter:
     """Occupancy of ``zone``: ``inside`` per class in the last frame, ``(num_classes,)`` int64; ``dwell`` frames
-    inside per track id (over the whole run)."""
+    inside per track id (over the whole run; a track inside at an update adds the frames since the previous one)."""
 
     zone: Zone
     num_classes: int
     inside: Tensor = field(init=False)
-    dwell: dict[int, int] = field(init=False, default_factory=dict)
+    dwell: dict[int, float] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.inside = torch.zeros(self.num_classes, dtype=torch.int64)
 
-    def update(self, track_ids: Tensor, boxes_xyxy: Tensor, labels: Tensor) -> Tensor:
-        """One frame's tracks (as :meth:`LineCounter.update`); returns the objects inside per class, ``(C,)``."""
+    def update(self, track_ids: Tensor, boxes_xyxy: Tensor, labels: Tensor, frames: float = 1.0) -> Tensor:
+        """One frame's tracks (as :meth:`LineCounter.update`), ``frames`` after the previous update (more than 1
+        when a live source or a stride skipped some); returns the objects inside per class, ``(C,)``."""
         inside = self.zone.contains(anchors(boxes_xyxy.float()))
         self.inside = torch.bincount(labels[inside] - 1, minlength=self.num_classes)[: self.num_classes]
         for tid in track_ids[inside].tolist():
-            self.dwell[tid] = self.dwell.get(tid, 0) + 1
+            self.dwell[tid] = self.dwell.get(tid, 0) + frames
         return self.inside
 
     def dwell_seconds(self, fps: float) -> dict[int, float]:
