@@ -4,11 +4,19 @@ import pytest
 import torch
 
 from singleshot.engine.loop import Optimization, Position, amp_dtype, train_one_epoch
+from singleshot.predict import precision
 
 
-def test_amp_choice() -> None:
+def test_amp_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert amp_dtype("auto", cpu) is None and amp_dtype("off", cpu) is None
+    monkeypatch.delenv(precision.FORCE_BF16, raising=False)
+    monkeypatch.setattr(precision, "bf16_is_native", lambda device: True)
+    assert amp_dtype("bf16", cpu) == torch.bfloat16
+    monkeypatch.setattr(precision, "bf16_is_native", lambda device: False)  # an AVX2-only CPU: emulated, refused
+    with pytest.warns(UserWarning, match=r"--amp bf16: this CPU .* neither AVX512-BF16 nor AMX"):
+        assert amp_dtype("bf16", cpu) is None
+    monkeypatch.setenv(precision.FORCE_BF16, "1")
     assert amp_dtype("bf16", cpu) == torch.bfloat16
     assert amp_dtype("auto", cuda) == torch.float16 and amp_dtype("off", cuda) is None
     with pytest.raises(ValueError, match="fp16 autocast needs a CUDA device"):

@@ -6,8 +6,10 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
+import torch
 from conftest import write_voc_devkit
 
 import singleshot
@@ -17,6 +19,8 @@ from singleshot.export import command as export_run
 from singleshot.export import int8 as int8_module
 from singleshot.export.command import ExportConfig
 from singleshot.export.command import run as export_model
+from singleshot.export.onnx_file import export_onnx
+from singleshot.models import build
 
 
 def _devkit(root: Path) -> Path:
@@ -88,3 +92,24 @@ def test_refuses_an_int8_model_that_lost_too_much(
     assert not out.exists()
     config.force = True
     assert export_model(config, log=lambda _: None) == out and out.is_file()
+
+
+def test_calibration_survives_activations_too_small_to_histogram(tmp_path: Path) -> None:
+    # an untrained SSDLite has such activations; here the first layer outputs 1e-43 everywhere (a float32 denormal):
+    # numpy cannot cut its range into percentile calibration's 2048 bins, so min-max ranges are used instead
+    torch.manual_seed(0)
+    model = build("ssd_tiny160", 3)
+    with torch.no_grad():
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        conv.weight.zero_()
+        bn.weight.zero_()
+        bn.bias.fill_(1e-43)
+    fp32 = export_onnx(model, ["a", "b", "c"], tmp_path / "m.onnx")
+    images = [np.random.default_rng(k).integers(0, 255, (1, 3, 160, 160), dtype=np.uint8) for k in range(4)]
+    with pytest.warns(UserWarning, match="percentile calibration cannot histogram some activations"):
+        int8 = int8_module.quantize_int8(fp32, tmp_path / "q.onnx", images, method="percentile")
+    detector = singleshot.load(int8)
+    assert detector.precision == "int8"
+    (result,) = detector.predict(np.ascontiguousarray(images[0][0].transpose(1, 2, 0)), conf=0.0)
+    assert torch.isfinite(result.scores).all() and torch.isfinite(result.boxes).all()

@@ -17,7 +17,8 @@ from singleshot.predict import precision as precision_module
 
 
 @pytest.mark.numeric
-def test_bf16_finds_what_fp32_finds(trained_tiny: Path, tmp_path: Path) -> None:
+def test_bf16_finds_what_fp32_finds(trained_tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(precision_module.FORCE_BF16, "1")  # emulated bf16 on CPUs without it: slow, still right
     paths = [str(p) for p, _ in write_synthetic_images(tmp_path, 4, (160, 160), seed=21, suffix=".jpg")]
     fp32 = singleshot.load(trained_tiny, device="cpu")
     bf16 = singleshot.load(trained_tiny, device="cpu", precision="bf16")
@@ -36,6 +37,20 @@ def test_bf16_finds_what_fp32_finds(trained_tiny: Path, tmp_path: Path) -> None:
 def test_unknown_precision_is_refused() -> None:
     with pytest.raises(ValueError, match=r"unknown precision 'fp8'; choose one of auto, fp32, bf16"):
         Detector(build("ssd_tiny160", 3), ["a", "b", "c"], precision="fp8")
+
+
+def test_bf16_where_it_is_emulated_runs_fp32_with_a_warning_unless_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precision_module, "bf16_is_native", lambda device: False)
+    monkeypatch.delenv(precision_module.FORCE_BF16, raising=False)
+    with pytest.warns(
+        UserWarning, match=r'precision="bf16": this CPU .* has neither AVX512-BF16 nor AMX.*running fp32'
+    ):
+        assert Detector(build("ssd_tiny160", 3), ["a", "b", "c"], precision="bf16").precision == "fp32"
+    monkeypatch.setenv(precision_module.FORCE_BF16, "1")
+    assert Detector(build("ssd_tiny160", 3), ["a", "b", "c"], precision="bf16").precision == "bf16"
+    monkeypatch.setattr(precision_module, "bf16_is_native", lambda device: True)
+    monkeypatch.delenv(precision_module.FORCE_BF16)
+    assert Detector(build("ssd_tiny160", 3), ["a", "b", "c"], precision="bf16").precision == "bf16"
 
 
 def test_auto_is_fp32_where_bf16_is_not_native(monkeypatch: pytest.MonkeyPatch) -> None:

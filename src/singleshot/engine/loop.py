@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from singleshot.engine.ema import ModelEMA
-from singleshot.predict.precision import use_bf16_layout
+from singleshot.predict.precision import bf16_or_fp32, use_bf16_layout
 from singleshot.progress import Progress
 from singleshot.ssd import SSD
 from singleshot.types import Target
@@ -32,12 +32,13 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``mode`` (auto | off | bf16 | fp16) on ``device``; None means full precision.
 
     ``auto`` is fp16 on CUDA and full precision on the CPU; bf16 on the CPU is asked for with ``bf16`` (it pays
-    only on CPUs with native bf16 units, AMX or AVX512-BF16; elsewhere it is emulated and slower than fp32).
+    only on CPUs with native bf16 units, AMX or AVX512-BF16; elsewhere it is emulated and slower than fp32, so
+    :func:`~singleshot.predict.precision.bf16_or_fp32` warns and full precision runs, unless forced).
     """
     if mode == "off":
         return None
     if mode == "bf16":
-        return torch.bfloat16
+        return torch.bfloat16 if bf16_or_fp32(device, "--amp bf16") == "bf16" else None
     if mode == "fp16" and device.type != "cuda":
         raise ValueError("fp16 autocast needs a CUDA device; use --amp bf16 or off on the CPU")
     return torch.float16 if device.type == "cuda" else None

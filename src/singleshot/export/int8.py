@@ -10,6 +10,7 @@ too. int8 pays on CPUs with VNNI or AMX-INT8 (:mod:`singleshot.cpu`); elsewhere 
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def quantize_int8(
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
     fp32_path, out_path = Path(fp32_path), Path(out_path)
+    images = list(images)  # read again if the histogram methods fail (below)
     source = onnx.load(str(fp32_path))
     props = {p.key: p.value for p in source.metadata_props}
     read_metadata(props, fp32_path)  # a singleshot export, or a clear error
@@ -77,14 +79,15 @@ def quantize_int8(
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         exclude = float_nodes(onnx.load(str(prepared)), float_first_conv, float_heads)
 
-        def write(target: str) -> None:
+        def write(target: str, calibration: str) -> None:
             quantize_static(
                 str(prepared), target, _Reader(images), quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
+                calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[calibration]),
                 # Histograms are updated every 4 images: ONNX Runtime otherwise keeps every intermediate tensor of
-                # every calibration image in memory (SSD300: over 100 MB per image).
-                extra_options={"CalibMaxIntermediateOutputs": 4},
+                # every calibration image in memory (SSD300: over 100 MB per image). Not for minmax: ONNX Runtime
+                # 1.32's min-max calibrator drops what it collected at each such flush instead of keeping the ranges.
+                extra_options={} if calibration == "minmax" else {"CalibMaxIntermediateOutputs": 4},
             )  # fmt: skip  # keywords grouped by line
             model = onnx.load(target)
             del model.metadata_props[:]
@@ -92,5 +95,17 @@ def quantize_int8(
                 model.metadata_props.add(key=key, value=value)
             onnx.save(model, target)
 
-        atomic_write(out_path, write)
+        try:
+            atomic_write(out_path, lambda target: write(target, method))
+        except ValueError as exc:
+            # numpy's histogram of an activation whose range is below float32's resolution (constant, or nearly
+            # zero, as in an untrained model) cannot have 2048 bins; min-max ranges need no histogram
+            if "finite-sized bins" not in str(exc) or method == "minmax":
+                raise
+            warnings.warn(
+                f"{fp32_path}: {method} calibration cannot histogram some activations (constant or nearly zero, as "
+                "in an untrained model); calibrated with minmax instead",
+                stacklevel=2,
+            )
+            atomic_write(out_path, lambda target: write(target, "minmax"))
     return out_path

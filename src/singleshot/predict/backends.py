@@ -20,7 +20,13 @@ from torch import Tensor
 from singleshot.cpu import cpu_features
 from singleshot.onnx_format import INPUT, read_metadata
 from singleshot.postprocess import PostProcessor, PostSettings
-from singleshot.predict.precision import PRECISIONS, autocast_dtype, choose_precision, use_bf16_layout
+from singleshot.predict.precision import (
+    PRECISIONS,
+    autocast_dtype,
+    bf16_or_fp32,
+    choose_precision,
+    use_bf16_layout,
+)
 from singleshot.ssd import SSD, resize
 
 
@@ -49,10 +55,18 @@ class TorchBackend:
     Args:
         precision: ``fp32``, ``bf16`` (autocast; pays on CPUs with AVX512-BF16 or AMX, and on recent GPUs) or
             ``auto`` (the faster of the two, measured once on this machine and cached; see
-            :func:`~singleshot.predict.precision.choose_precision`).
+            :func:`~singleshot.predict.precision.choose_precision`). ``bf16`` where the CPU has no native bf16
+            runs fp32 with a warning, unless ``force_bf16`` (or :data:`~singleshot.predict.precision.FORCE_BF16`).
     """
 
-    def __init__(self, model: SSD, class_names: Sequence[str], device: torch.device, precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        model: SSD,
+        class_names: Sequence[str],
+        device: torch.device,
+        precision: str = "fp32",
+        force_bf16: bool = False,
+    ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         if len(class_names) != model.num_classes:
@@ -63,6 +77,8 @@ class TorchBackend:
         self.class_names = list(class_names)
         self.image_size = model.preprocessing.image_size
         self.postprocess = model.postprocess
+        if precision == "bf16":
+            precision = bf16_or_fp32(device, 'precision="bf16"', force_bf16)
         self.precision = choose_precision(self.model, device) if precision == "auto" else precision
         self._dtype = autocast_dtype(self.precision)
         if self.precision == "bf16":

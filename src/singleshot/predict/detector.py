@@ -35,7 +35,8 @@ class Detector:
         model: an :class:`~singleshot.ssd.SSD` (run by PyTorch on ``device``) or a ready runtime
             (:class:`~singleshot.predict.backends.OnnxBackend`, :class:`~singleshot.predict.backends.TorchBackend`).
         precision: for PyTorch: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 where this machine has native bf16
-            and it measured faster, else fp32; see :mod:`singleshot.predict.precision`).
+            and it measured faster, else fp32; see :mod:`singleshot.predict.precision`). ``bf16`` on a CPU without
+            native bf16 runs fp32 with a warning unless ``force_bf16``.
     """
 
     def __init__(
@@ -44,9 +45,13 @@ class Detector:
         class_names: Sequence[str],
         device: str | torch.device = "cpu",
         precision: str = "fp32",
+        force_bf16: bool = False,
     ) -> None:
-        backend = TorchBackend(model, class_names, torch.device(device), precision) if isinstance(model, SSD) else model
-        self.backend: Backend = backend
+        if isinstance(model, SSD):
+            backend: Backend = TorchBackend(model, class_names, torch.device(device), precision, force_bf16)
+        else:
+            backend = model
+        self.backend = backend
         self.model: SSD | None = backend.model if isinstance(backend, TorchBackend) else None
         self.device = backend.device
         self.names = list(class_names)
