@@ -81,7 +81,8 @@ def test_train_and_val_flags_are_the_config_fields() -> None:
     augment = next(a for a in commands["train"]._actions if a.dest == "augment")
     assert augment.choices == ["ssd", "ssdlite", "eval"]  # a typed choice, not a free string
     backends = next(a for a in commands["benchmark"]._actions if a.dest == "backends")
-    assert backends.choices == ["torch-fp32", "torch-bf16", "ort-fp32", "ort-int8"] and backends.nargs == "+"
+    assert backends.choices == ["torch-fp32", "torch-bf16", "ort-fp32", "ort-int8", "ov-fp32", "ov-int8"]
+    assert backends.nargs == "+"
     args = make_parser().parse_args(["benchmark", "--weights", "w.safetensors", "--backends", "ort-fp32", "ort-int8"])
     assert resolve(BenchmarkConfig, args).backends == ["ort-fp32", "ort-int8"]
     with pytest.raises(SystemExit):  # not a backend

@@ -16,7 +16,7 @@ def test_benchmark_times_every_backend_beside_torchvision(trained_tiny: Path) ->
     lines: list[str] = []
     config = BenchmarkConfig(weights=str(trained_tiny), runs=2, batches=1, batch=2)
     timings = benchmark(config, log=lines.append)
-    assert list(timings) == [REFERENCE, "torch-fp32", "torch-bf16", "ort-fp32", "ort-int8"]
+    assert list(timings) == [REFERENCE, "torch-fp32", "torch-bf16", "ort-fp32", "ort-int8", "ov-fp32", "ov-int8"]
     for name, t in timings.items():
         assert len(t.latency) == 2 and len(t.batch) == 1 and t.median_latency() > 0
         assert (name == REFERENCE) == (not t.stages)  # our stage breakdown, not torchvision's

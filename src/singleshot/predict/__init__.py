@@ -14,21 +14,22 @@ from singleshot.predict.result import Result
 from singleshot.predict.sources import Frame, SourceReport
 
 
-def load(weights: str | Path, device: str = "auto", precision: str = "fp32") -> Detector:
+def load(weights: str | Path, device: str = "auto", precision: str = "fp32", runtime: str = "onnxruntime") -> Detector:
     """The model saved in ``weights``, with its class names and preprocessing from the file's metadata
     (:func:`singleshot.predict.loading.load_backend` decides what runs it):
 
     * a ``.safetensors`` file of ``singleshot train`` (or any file ``singleshot convert`` reads), run by PyTorch on
       ``device`` (``auto``: the GPU when there is one, else the CPU) at ``precision`` (``fp32``, ``bf16`` or
       ``auto``: see :class:`Detector`);
-    * an ``.onnx`` file of ``singleshot export``, run by ONNX Runtime on the CPU.
+    * an ``.onnx`` file of ``singleshot export``, run by ONNX Runtime (``runtime="onnxruntime"``) or OpenVINO
+      (``runtime="openvino"``, with the openvino package) on the CPU.
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: not a readable file, or not singleshot's (nothing in it is executed).
         ImportError: an ``.onnx`` file on a machine without the onnxruntime package.
     """
-    return Detector.from_weights(weights, device, precision=precision)
+    return Detector.from_weights(weights, device, precision=precision, runtime=runtime)
 
 
 __all__ = ["Detector", "Frame", "Result", "SourceReport", "load"]

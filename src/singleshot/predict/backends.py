@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import onnx
 import torch
 from torch import Tensor
 
@@ -103,43 +104,24 @@ class TorchBackend:
         return self.postprocess(cls_logits, bbox_regression, sizes, settings, priors_cxcywh=self.model.priors)
 
 
-class OnnxBackend:
-    """A model exported by ``singleshot export`` (:mod:`singleshot.export`), run by ONNX Runtime on the CPU with
-    all graph optimisations and one thread per physical core.
+class ExportedBackend:
+    """What the runtimes of a file exported by ``singleshot export`` (:mod:`singleshot.export`) share: the file's
+    metadata (model name, classes, input size, post-processing settings), the uint8 input batch, and the
+    post-processing of the graph's outputs. Subclasses own the runtime (:meth:`infer`).
 
-    The file's metadata gives the model name, classes, input size and post-processing settings. A file exported
-    with ``--nms`` does NMS in the graph at its own IoU threshold; the host then only applies ``conf`` (or the
-    per-class ``class_conf``), ``classes`` and ``max_det`` (an ``iou`` other than the file's is reported once and
-    not applied).
+    A file exported with ``--nms`` does NMS in the graph at its own IoU threshold; the host then only applies
+    ``conf`` (or the per-class ``class_conf``), ``classes`` and ``max_det`` (an ``iou`` other than the file's is
+    reported once and not applied).
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        try:  # imported here to keep onnxruntime optional for `import singleshot` (PyTorch weights need only torch)
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise ImportError(f"{path}: ONNX models run with the onnxruntime package: pip install onnxruntime") from exc
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model not found: {path}")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or cpu_features().physical_cores
-        options.inter_op_num_threads = 1
-        # Idle threads sleep instead of spinning after each run, leaving the cores to the host's resizing and
-        # post-processing (SSD300 network measured 7% faster too, on 2 cores).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ValueError(f"{path}: not a readable ONNX model ({exc})") from exc
-        meta, self.graph, self.precision = read_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+    def _read(self, props: Mapping[str, str], path: Path) -> None:
+        meta, self.graph, self.precision = read_metadata(dict(props), path)
         self.meta = meta
         self.name = meta.model
         self.class_names = meta.class_names
         self.image_size = meta.image_size
         self.device = torch.device("cpu")
         self.postprocess = PostProcessor.from_metadata(meta.postprocess or {})
-        self._input = INPUT
         self._warned_iou = False
 
     def prepare(self, images: Sequence[Tensor]) -> np.ndarray:
@@ -152,9 +134,6 @@ class OnnxBackend:
                 image = resize(image, self.image_size)
             batch.append(image)
         return torch.stack(batch).contiguous().numpy()
-
-    def infer(self, batch: np.ndarray) -> tuple[Tensor, ...]:
-        return tuple(torch.from_numpy(o) for o in self.session.run(None, {self._input: batch}))
 
     def detections(
         self, outputs: tuple[Tensor, ...], sizes: Sequence[tuple[int, int]], settings: PostSettings
@@ -188,3 +167,68 @@ class OnnxBackend:
             scale = torch.tensor([w, h, w, h], dtype=torch.float32)
             out.append({"boxes": row[:, :4] * scale, "scores": row[:, 4].contiguous(), "labels": labels})
         return out
+
+    def infer(self, batch: np.ndarray) -> tuple[Tensor, ...]:
+        """The graph's outputs for a ``(B, 3, H, W)`` uint8 batch (the runtime's own)."""
+        raise NotImplementedError
+
+
+class OnnxBackend(ExportedBackend):
+    """A file of ``singleshot export`` run by ONNX Runtime on the CPU with all graph optimisations and one thread
+    per physical core (:class:`ExportedBackend` for what every exported file's runtime shares)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        try:  # imported here to keep onnxruntime optional for `import singleshot` (PyTorch weights need only torch)
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ImportError(f"{path}: ONNX models run with the onnxruntime package: pip install onnxruntime") from exc
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model not found: {path}")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or cpu_features().physical_cores
+        options.inter_op_num_threads = 1
+        # Idle threads sleep instead of spinning after each run, leaving the cores to the host's resizing and
+        # post-processing (SSD300 network measured 7% faster too, on 2 cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable ONNX model ({exc})") from exc
+        self._read(self.session.get_modelmeta().custom_metadata_map, path)
+
+    def infer(self, batch: np.ndarray) -> tuple[Tensor, ...]:
+        return tuple(torch.from_numpy(o) for o in self.session.run(None, {INPUT: batch}))
+
+
+class OpenVinoBackend(ExportedBackend):
+    """A file of ``singleshot export`` (fp32, or the int8 QDQ file, which OpenVINO runs in int8) run by OpenVINO on
+    the CPU, in fp32 arithmetic for the fp32 file (OpenVINO's default on a CPU with bf16 units would be bf16),
+    ``threads`` threads (default one per physical core), tuned for latency."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        try:  # imported here: openvino is optional (pip install openvino), and costs 0.2 s to import
+            import openvino
+        except ImportError as exc:
+            raise ImportError(f"{path}: the OpenVINO backend needs the openvino package: pip install openvino") from exc
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model not found: {path}")
+        try:
+            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable ONNX model ({exc})") from exc
+        self._read(props, path)
+        core = openvino.Core()
+        config = {
+            "INFERENCE_NUM_THREADS": threads or cpu_features().physical_cores,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+
+    def infer(self, batch: np.ndarray) -> tuple[Tensor, ...]:
+        results = self.request.infer({INPUT: batch})
+        return tuple(torch.from_numpy(np.array(results[output])) for output in self.compiled.outputs)

@@ -65,13 +65,14 @@ class Detector:
         dist: DistInfo | None = None,
         precision: str = "fp32",
         threads: int | None = None,
+        runtime: str = "onnxruntime",
     ) -> Detector:
         """The detector of ``weights`` (:func:`~singleshot.predict.loading.load_backend`): a model file run by
         PyTorch on ``device`` (``auto``: this process's GPU when there is one, else the CPU) at ``precision``, or
-        an ``.onnx`` file of ``singleshot export`` run by ONNX Runtime on the CPU with ``threads`` threads (default:
-        one per physical core)."""
+        an ``.onnx`` file of ``singleshot export`` run by ONNX Runtime or OpenVINO (``runtime``) on the CPU with
+        ``threads`` threads (default: one per physical core)."""
         backend = load_backend(
-            weights, resolve_device(device, dist or DistInfo()), precision=precision, threads=threads
+            weights, resolve_device(device, dist or DistInfo()), precision=precision, threads=threads, runtime=runtime
         )
         return cls(backend, backend.class_names)
 

@@ -1,6 +1,7 @@
 """Any weights argument to a model or a runtime: the one place that decides what runs a file.
 
-* ``.onnx`` (``singleshot export``): ONNX Runtime (:class:`~singleshot.predict.backends.OnnxBackend`);
+* ``.onnx`` (``singleshot export``): ONNX Runtime (:class:`~singleshot.predict.backends.OnnxBackend`), or OpenVINO
+  (:class:`~singleshot.predict.backends.OpenVinoBackend`) when asked;
 * ``.safetensors`` (``singleshot train``, ``singleshot convert``): our model, rebuilt from the file's metadata
   (:mod:`singleshot.weights`);
 * ``.pth``/``.pt`` (torchvision, ssd.pytorch), ``.caffemodel`` (the original Caffe SSD), ``torchvision:NAME``:
@@ -23,7 +24,7 @@ from torch import Tensor
 from singleshot.convert.files import convert_file, read_any
 from singleshot.models import build
 from singleshot.postprocess import PostProcessor
-from singleshot.predict.backends import Backend, OnnxBackend, TorchBackend
+from singleshot.predict.backends import Backend, OnnxBackend, OpenVinoBackend, TorchBackend
 from singleshot.priors import DefaultBoxConfig
 from singleshot.ssd import SSD
 from singleshot.weights import WeightsMetadata, read_weights
@@ -65,21 +66,35 @@ def load_model(weights: str | Path) -> tuple[SSD, list[str]]:
     return model.eval(), meta.class_names
 
 
+#: What runs an exported ``.onnx`` file (``runtime`` of :func:`load_backend`).
+RUNTIMES = ("onnxruntime", "openvino")
+
+
 def load_backend(
-    weights: str | Path, device: torch.device, *, precision: str = "fp32", threads: int | None = None
+    weights: str | Path,
+    device: torch.device,
+    *,
+    precision: str = "fp32",
+    threads: int | None = None,
+    runtime: str = "onnxruntime",
 ) -> Backend:
-    """The runtime for ``weights``: an ``.onnx`` file on ONNX Runtime (the CPU, ``threads`` threads, default one
-    per physical core; its precision is the file's), any model file on PyTorch on ``device`` at ``precision``
-    (``fp32``, ``bf16`` or ``auto``; see :mod:`singleshot.predict.precision`).
+    """The runtime for ``weights``: an ``.onnx`` file on ONNX Runtime or OpenVINO (``runtime``; the CPU, ``threads``
+    threads, default one per physical core; its precision is the file's), any model file on PyTorch on ``device``
+    at ``precision`` (``fp32``, ``bf16`` or ``auto``; see :mod:`singleshot.predict.precision`).
 
     Raises:
-        FileNotFoundError, ValueError: see :func:`load_model`; bf16 asked of an ``.onnx`` file.
-        ImportError: an ``.onnx`` file on a machine without the onnxruntime package.
+        FileNotFoundError, ValueError: see :func:`load_model`; bf16 asked of an ``.onnx`` file; an unknown
+            ``runtime``, or one other than ONNX Runtime for a model file (export it first).
+        ImportError: an ``.onnx`` file on a machine without the runtime's package.
     """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     if is_runtime_file(weights):
         if precision == "bf16":
             raise ValueError(f"{weights}: an ONNX file runs at its own precision; bf16 applies to PyTorch weights")
-        return OnnxBackend(weights, threads)
+        return OpenVinoBackend(weights, threads) if runtime == "openvino" else OnnxBackend(weights, threads)
+    if runtime == "openvino":
+        raise ValueError(f"{weights}: OpenVINO runs exported files; write one with singleshot export first")
     model, names = load_model(weights)
     return TorchBackend(model, names, device, precision)
 

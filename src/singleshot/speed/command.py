@@ -1,6 +1,7 @@
 """``singleshot benchmark``: inference speed of each backend against torchvision's SSD on the same weights.
 
-For every backend (PyTorch fp32 and bf16, ONNX Runtime fp32 and int8) and for torchvision's model carrying the
+For every backend (PyTorch fp32 and bf16, ONNX Runtime fp32 and int8, OpenVINO fp32 and int8 where the openvino
+package is installed) and for torchvision's model carrying the
 same weights (:func:`singleshot.convert.torchvision.to_torchvision`), all in one process on the same JPEG files:
 
 * batch-1 latency, JPEG file on disk to detections (median and 90th percentile);
@@ -15,6 +16,7 @@ all of them alike. Every backend uses the model's own post-processing settings, 
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import tempfile
 import time
@@ -35,13 +37,13 @@ from singleshot.data.images import read_image
 from singleshot.data.synthetic import save_images
 from singleshot.export import export_onnx, quantize_int8
 from singleshot.predict import Detector
-from singleshot.predict.backends import OnnxBackend
+from singleshot.predict.backends import OnnxBackend, OpenVinoBackend
 from singleshot.predict.loading import load_model
 from singleshot.predict.sources import SourceReport, expand, is_image
 from singleshot.ssd import resize
 from singleshot.summary import summarize
 
-BACKENDS = ("torch-fp32", "torch-bf16", "ort-fp32", "ort-int8")
+BACKENDS = ("torch-fp32", "torch-bf16", "ort-fp32", "ort-int8", "ov-fp32", "ov-int8")
 
 
 @dataclass
@@ -97,6 +99,11 @@ class Timing:
 
     def images_per_s(self, batch: int) -> float:
         return batch / statistics.median(self.batch)
+
+
+def openvino_installed() -> bool:
+    """Whether the optional openvino package can be imported here."""
+    return importlib.util.find_spec("openvino") is not None
 
 
 def synthetic_jpegs(folder: Path, count: int = 16) -> list[Path]:
@@ -162,13 +169,20 @@ def run(config: BenchmarkConfig, *, log: Callable[[str], None] = print) -> dict[
             runners[REFERENCE] = _torchvision(to_torchvision(model))
         fp32 = export_onnx(model, names, tmp / "fp32.onnx")
         size = model.preprocessing.image_size
+        int8: Path | None = None
         for backend in config.backends:
             if backend.startswith("torch"):
                 # bf16 runs even where it is emulated: showing what that costs is the benchmark's point
                 detector = Detector(model, names, "cpu", precision=backend.removeprefix("torch-"), force_bf16=True)
+            elif backend.startswith("ov") and not openvino_installed():
+                log(f"{backend}: skipped (no openvino package: pip install openvino)")
+                continue
             else:
-                file = fp32 if backend == "ort-fp32" else _int8_file(config, fp32, paths, size, tmp)
-                detector = Detector(OnnxBackend(file, threads), names)
+                if backend.endswith("int8") and int8 is None:
+                    int8 = _int8_file(config, fp32, paths, size, tmp)
+                file = int8 if backend.endswith("int8") else fp32
+                runtime = OnnxBackend if backend.startswith("ort") else OpenVinoBackend
+                detector = Detector(runtime(file, threads), names)  # type: ignore[arg-type]  # int8 set above
             runners[backend] = _ours(detector)
         timings = _measure(runners, paths, config.runs, config.batches, config.batch)
     log(format_table(timings, model.name, macs, config.batch, threads, len(paths)))
