@@ -15,11 +15,13 @@ from conftest import LoopbackStream, OracleBackend
 
 from singleshot.cli import main
 from singleshot.data.synthetic_tracks import MovingShapes, write_mot_sequence
-from singleshot.predict import Detector
+from singleshot.predict import Detector, Result
+from singleshot.predict.command import _names as predict_names
 from singleshot.predict.sources import video_frames
 from singleshot.predict.video import VideoWriter
 from singleshot.track import Line, LineCounter, Zone, ZoneCounter
 from singleshot.track.command import TrackConfig, run
+from singleshot.track.outputs import sequence_name
 
 VIDEO = MovingShapes(num_frames=90, seed=0)
 LINE, ZONE = "320,0,320,480", "0,0,300,0,300,200,0,200"
@@ -130,3 +132,12 @@ def test_a_live_stream_killed_mid_run_ends_with_complete_files(
     indices = [f["frame"] for f in frames]
     assert indices == sorted(set(indices))  # frame indices in the stream, skipped ones counted
     assert len(list(csv.reader((tmp_path / "live" / "counts.csv").open()))) == done.frames + 1
+
+
+def test_a_streams_password_stays_out_of_file_names_and_predictions() -> None:
+    empty = torch.zeros(0)
+    url = "rtsp://admin:secret@10.0.0.7:554/stream1"
+    result = Result(empty.reshape(0, 4), empty, empty.long(), names=["a"], orig_size=(1, 1), frame=3, stream=url)
+    assert sequence_name(result) == "rtsp_10.0.0.7_554_stream1"
+    name, stem = predict_names(result, 0)  # singleshot predict's predictions.json file_name and label stem
+    assert "secret" not in name + stem and name == "rtsp://admin:***@10.0.0.7:554/stream1"

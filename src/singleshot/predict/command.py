@@ -39,7 +39,7 @@ from singleshot.distributed import DistInfo, gather_shards, process_group, shard
 from singleshot.folders import new_run_dir
 from singleshot.postprocess import PREDICT
 from singleshot.predict.detector import Detector
-from singleshot.predict.live import SKIPPED, live_problems, safe_name
+from singleshot.predict.live import SKIPPED, live_problems, safe_name, shown
 from singleshot.predict.result import Result
 from singleshot.predict.slicing import slice_problems
 from singleshot.predict.sources import SourceReport, expand
@@ -161,10 +161,11 @@ class _Outputs:
 
 
 def _names(result: Result, index: int) -> tuple[str, str]:
-    """The file name of source item ``index`` (in-memory images: ``image<index>.jpg``; a live source: its address)
+    """The file name of source item ``index`` (in-memory images: ``image<index>.jpg``; a live source: its address,
+    password masked)
     and the stem of this result's label and crop files (video and live frames: ``<stem>_<frame>``)."""
-    if result.stream is not None:
-        return result.stream, f"{safe_name(result.stream)}_{result.frame}"
+    if result.stream is not None:  # a URL's password is not written into the outputs
+        return shown(result.stream), f"{safe_name(result.stream)}_{result.frame}"
     name = result.path.name if result.path is not None else f"image{index}.jpg"
     stem = Path(name).stem
     return name, stem if result.frame is None else f"{stem}_{result.frame}"

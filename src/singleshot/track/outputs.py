@@ -28,6 +28,7 @@ from typing import IO, Any
 import numpy as np
 
 from singleshot.boxes import xyxy_to_xywh
+from singleshot.predict.live import safe_name
 from singleshot.predict.result import Result
 from singleshot.predict.tracking import continues
 from singleshot.predict.video import VideoWriter
@@ -38,8 +39,8 @@ from singleshot.track.drawing import Trails, draw_tracks
 def sequence_name(result: Result) -> str:
     """The name of the sequence ``result`` belongs to (module docstring), safe as a file name."""
     if result.stream is not None:
-        name = result.stream
-    elif result.path is None:
+        return safe_name(result.stream)  # host, port and path: never a URL's credentials
+    if result.path is None:
         name = "images"
     elif result.frame is not None:
         name = result.path.stem
