@@ -1,11 +1,12 @@
-"""Tracking by detection: each frame's detections handed to a multi-object tracker of the ``trackers`` package
-(Roboflow's clean-room ByteTrack, SORT and OC-SORT; Apache-2.0), which keeps one id per object across frames.
+"""Tracking by detection: each frame's detections handed to a multi-object tracker that keeps one id per object
+across frames: our ByteTrack (:mod:`singleshot.predict.bytetrack`, every track's Kalman filter in one batch), or
+the ``trackers`` package's SORT and OC-SORT (Roboflow's clean-room implementations; Apache-2.0).
 
-The trackers are class-agnostic (an id follows an object whatever class each frame gives it) and work on boxes
-only: a Kalman filter predicts each track's box, and an optimal assignment on IoU matches predictions to
-detections. They take each frame's timestamp, so frames skipped by a live source (or by ``--vid-stride``) are
-predicted across rather than treated as one step. A track gets its id once it has been matched in
-``min_frames`` consecutive frames; detections not (yet) in a confirmed track are dropped from the output.
+All work on boxes: a Kalman filter predicts each track's box, and an optimal assignment on IoU matches predictions
+to detections (ByteTrack also by class, with ``per_class``; the package's trackers are class-agnostic). They take
+each frame's timestamp, so frames skipped by a live source (or by ``--vid-stride``) are predicted across rather
+than treated as one step. A track gets its id once it has been matched in ``min_frames`` consecutive frames;
+detections not (yet) in a confirmed track are dropped from the output.
 
 :class:`TrackerSettings` holds the knobs with each tracker paper's defaults (:data:`PAPER_DEFAULTS`); the track
 buffer is in frames at 30 FPS and scales with the video's frame rate, as in ByteTrack's code.
@@ -112,16 +113,11 @@ class TrackerSettings:
 
 
 def _library_tracker(s: TrackerSettings, fps: float) -> Any:
-    """The ``trackers`` package's tracker for resolved settings ``s`` at ``fps``."""
+    """The ``trackers`` package's SORT or OC-SORT for resolved settings ``s`` at ``fps`` (ByteTrack is ours)."""
     # imported on first use: trackers (with supervision) costs 0.6 s that predict, serve and --help need not pay
     import trackers
 
     common = {"lost_track_buffer": s.buffer, "frame_rate": fps, "minimum_consecutive_frames": s.min_frames}
-    if s.tracker == "bytetrack":
-        return trackers.ByteTrackTracker(
-            **common, track_activation_threshold=s.new_track, minimum_iou_threshold=s.match_iou,
-            high_conf_det_threshold=s.high,
-        )  # fmt: skip  # keywords grouped
     if s.tracker == "sort":
         return trackers.SORTTracker(**common, track_activation_threshold=s.new_track, minimum_iou_threshold=s.match_iou)
     return trackers.OCSORTTracker(**common, minimum_iou_threshold=s.match_iou, high_conf_det_threshold=s.high)

@@ -99,7 +99,6 @@ class TrackOutputs:
         self._csv = csv.writer(self._counts)
         self._csv.writerow(["sequence", "frame", "seconds", *self._count_columns()])
         self._previous: Result | None = None
-        self._image_index = 0
 
     def _count_columns(self) -> list[str]:
         per_line = [
@@ -127,7 +126,6 @@ class TrackOutputs:
         video = VideoWriter(self.run_dir / f"{name}.mp4", fps) if self.save_video else None
         mot_path = self.run_dir / f"{name}.txt"
         self.mot_files.append(mot_path)
-        self._image_index = 0
         return TrackedSequence(
             name, fps, [LineCounter(line, len(self.names)) for line in self.line_specs],
             [ZoneCounter(zone, len(self.names)) for zone in self.zone_specs], Trails(self.trail),
@@ -142,10 +140,9 @@ class TrackOutputs:
         self._previous = result
         seq = self.current
         ids = result.track_ids if result.track_ids is not None else result.labels.new_zeros(len(result))
-        frame = result.frame if result.frame is not None else self._image_index
+        frame = result.frame if result.frame is not None else seq.frames  # an image: its place in the sequence
         step = frame - seq.last_frame if seq.last_frame is not None else 1  # > 1 after skipped frames
         seq.last_frame = frame
-        self._image_index += 1
         seconds = frame / seq.fps
         for line in seq.lines:
             line.update(ids, result.boxes, result.labels)
