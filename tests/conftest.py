@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +36,8 @@ from singleshot.priors import DefaultBoxConfig
 from singleshot.ssd import SSD, Preprocessing
 from singleshot.weights import save_weights
 
+#: The folder of measured choices this run made (:func:`pytest_configure`).
+_CACHE = pytest.StashKey[str]()
 #: The shared BCCD dataset, by the relative path the project uses (../shared from the repo root).
 BCCD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "BCCD"
 
@@ -45,6 +48,18 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
                     if k in os.environ)  # fmt: skip
     kernels = f"ATen {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
     terminalreporter.write_line(f"kernels: {cpu_features().describe()}; {kernels}" + (f"; {caps}" if caps else ""))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Measured choices (``backend="auto"``, ``precision="auto"``) and on-the-fly exports go to a folder of this run,
+    not the user's ``~/.cache/singleshot`` (subprocesses inherit it); the folder is removed at the end."""
+    if "SINGLESHOT_CACHE" not in os.environ:
+        os.environ["SINGLESHOT_CACHE"] = config.stash[_CACHE] = tempfile.mkdtemp(prefix="singleshot-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _CACHE in config.stash:
+        shutil.rmtree(config.stash[_CACHE], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

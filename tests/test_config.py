@@ -5,9 +5,9 @@ import pytest
 
 from singleshot.cli import make_parser
 from singleshot.config import add_config_flags, resolve
+from singleshot.deploy.command import ExportConfig
 from singleshot.engine.recipe import TrainConfig
 from singleshot.evaluation.command import ValConfig
-from singleshot.export.command import ExportConfig
 from singleshot.speed import BenchmarkConfig
 
 

@@ -1,9 +1,15 @@
+from pathlib import Path
+
 import pytest
 import torch
+from conftest import randomise_weights
 from torchvision.ops import nms
 
 from singleshot.boxes import cxcywh_to_xyxy, decode
+from singleshot.models import build
 from singleshot.postprocess import PostProcessor, PostSettings
+from singleshot.predict.loading import load_model
+from singleshot.ssd import SSD
 
 #: compares float results of kernels: `make test` runs these again under other kernel choices
 pytestmark = pytest.mark.numeric
@@ -175,3 +181,45 @@ def test_prediction_uses_the_weights_thresholds_unless_given_a_conf() -> None:
     assert carrying.predict_settings(0.6, max_det=3) == own.replace(conf=0.6, max_det=3)  # a conf overrides them all
     assert PostProcessor(own).predict_settings() == own.replace(conf=0.25)  # none carried: PREDICT's 0.25
     assert carrying.settings == own  # the model's own settings (evaluation's) do not use them
+
+
+def _head_outputs(model: SSD, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.randint(0, 256, (3, *model.preprocessing.image_size), dtype=torch.uint8, generator=g)
+              for _ in range(count)]  # fmt: skip
+    with torch.no_grad():
+        return model.head_outputs(model.normalize(images))
+
+
+@pytest.mark.parametrize("iou", [0.45, 0.02])  # 0.02: few boxes kept per class, so NMS's candidate list grows
+def test_an_untrained_models_thousands_of_candidates_give_the_per_class_loops_detections(iou: float) -> None:
+    # an untrained SSDLite of 20 classes at its own settings (torchvision's: conf 0.001, 300 candidates per class,
+    # 300 detections): every class's 300 best boxes are candidates (6000 per image), of which NMS first sees only
+    # each image's best 600 (postprocess.NMS_PREFIX)
+    torch.manual_seed(0)
+    model = build("ssdlite320_mobilenet_v3", 20).eval()
+    randomise_weights(model, [*model.head.cls, *model.head.reg])  # its own init ties every score (1/21)
+    logits, offsets = _head_outputs(model, 2, seed=1)
+    settings = model.postprocess.settings.replace(iou=iou)
+    assert (settings.conf, settings.candidates, settings.max_det) == (0.001, 300, 300)
+    assert int((logits.softmax(-1)[..., 1:] > settings.conf).sum()) > 2 * 20 * 300  # dense: every class over its cap
+    sizes = [(320, 320), (480, 640)]
+    ours = model.postprocess(logits, offsets, sizes, settings, priors_cxcywh=model.priors)
+    ref = _reference(logits, offsets, model.priors, sizes, settings.conf, iou, 300, 300)
+    for a, b in zip(ours, ref, strict=True):
+        assert len(a["scores"]) == (300 if iou == 0.45 else len(b["scores"])) > 200  # 0.02: fewer kept than 300
+        assert torch.equal(a["scores"], b["scores"]) and torch.equal(a["labels"], b["labels"])
+        assert torch.equal(a["boxes"], b["boxes"])
+
+
+def test_a_trained_models_detections_equal_the_per_class_loops(trained_tiny: Path) -> None:
+    model, _ = load_model(trained_tiny)
+    logits, offsets = _head_outputs(model, 3, seed=2)
+    for settings in (model.postprocess.settings, model.postprocess.settings.replace(max_det=5)):
+        ours = model.postprocess(logits, offsets, [(160, 160)] * 3, settings, priors_cxcywh=model.priors)
+        ref = _reference(logits, offsets, model.priors, [(160, 160)] * 3, settings.conf, settings.iou,
+                         settings.candidates, settings.max_det)  # fmt: skip
+        assert sum(len(d["scores"]) for d in ours) > 0
+        for a, b in zip(ours, ref, strict=True):
+            assert torch.equal(a["scores"], b["scores"]) and torch.equal(a["labels"], b["labels"])
+            assert torch.equal(a["boxes"], b["boxes"])

@@ -117,7 +117,9 @@ def test_training_takes_the_fitted_design_and_the_weights_carry_it(tmp_path) -> 
         eval_every=0, max_steps=1, default_boxes=str(path), project=str(tmp_path), name="t", predict_images=0,
     )  # fmt: skip
     run = train(config, progress=False).run_dir
-    design = singleshot.load(run / "weights" / "last.safetensors", device="cpu").model.default_boxes
+    design = singleshot.load(
+        run / "weights" / "last.safetensors", device="cpu", backend="pytorch", precision="fp32"
+    ).model.default_boxes
     assert list(design.min_sizes) == fitted["min_sizes"] and design.aspect_ratios[0] == (3.0,)
     assert design.max_sizes == singleshot.build("ssd_tiny160", 3, image_size=160).default_boxes.max_sizes
 

@@ -16,9 +16,9 @@ from singleshot import summary
 from singleshot.analysis import command as analyze
 from singleshot.config import CommandError, Config, add_config_flags, resolve
 from singleshot.convert import command as convert
+from singleshot.deploy import command as export
 from singleshot.engine import command as train
 from singleshot.evaluation import command as val
-from singleshot.export import command as export
 from singleshot.models import list_models
 from singleshot.predict import command as predict
 from singleshot.serve import command as serve

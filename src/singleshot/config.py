@@ -38,10 +38,15 @@ SHARED: dict[str, tuple[Any, str]] = {
     "batch": (MISSING, "images per batch (per process under torchrun)"),
     "workers": (MISSING, "data-loading processes (0 loads in the main process)"),
     "device": ("auto", "auto (this process's GPU when there is one, else the CPU) | cpu | cuda | cuda:N"),
+    "backend": (
+        "auto",
+        "what runs the network: pytorch, onnxruntime, openvino or auto (the fastest of those installed for these "
+        "weights on this CPU, measured once and cached; a .safetensors is exported to ONNX on the fly)",
+    ),
     "precision": (
-        "fp32",
-        "PyTorch inference precision: fp32, bf16 (autocast) or auto (bf16 where the hardware has native bf16 and "
-        "it measures faster); an .onnx file runs at its own",
+        "auto",
+        "fp32, bf16 (PyTorch autocast, where the CPU has native bf16), int8 (an int8 .onnx, or the checked "
+        "<weights>-int8.onnx of singleshot export --int8 beside the weights) or auto; an .onnx runs at its own",
     ),
     "model_file": (
         MISSING,

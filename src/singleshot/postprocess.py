@@ -2,8 +2,9 @@
 
 The whole batch is handled with tensor operations: candidate selection is one threshold (or one per class,
 broadcast over the scores) plus one ``topk`` when some class has more than its cap of candidates, only candidates
-are decoded, and NMS is one ``torchvision.ops.batched_nms`` call whose groups are ``(image, class)`` pairs. There
-is no Python loop over classes or images.
+are decoded, and NMS is one ``torchvision.ops.batched_nms`` call whose groups are ``(image, class)`` pairs, on each
+image's best candidates only, as many as it takes to know its top ``max_det`` (:func:`nms_enough`: the same
+detections). There is no Python loop over classes or images.
 """
 
 from __future__ import annotations
@@ -43,6 +44,45 @@ def select_candidates(scores: Tensor, above: Tensor, per_class: int) -> tuple[Te
     order = score.argsort(descending=True, stable=True)
     order = order[(img * num_cls + cls)[order].argsort(stable=True)]
     return img[order], prior[order], cls[order], score[order]
+
+
+#: :func:`nms_enough` first runs NMS on this many times ``max_det`` of each image's best candidates.
+NMS_PREFIX = 2
+
+
+def nms_enough(
+    boxes: Tensor, scores: Tensor, images: Tensor, groups: Tensor, iou: float, max_det: int, batch: int
+) -> Tensor:
+    """Indices of the candidates that per-group NMS keeps, sorted by decreasing score, as far as it takes to know
+    each image's ``max_det`` best: the same top ``max_det`` per image as NMS over every candidate.
+
+    Greedy NMS decides on a box from the higher-scoring boxes of its group alone, so NMS over an image's best
+    ``n`` candidates decides each of them as NMS over all of them would; once it keeps ``max_det`` boxes, the lower
+    candidates cannot enter the image's top ``max_det``. NMS runs on the best ``NMS_PREFIX * max_det`` candidates
+    of each image, then (while an image keeps fewer than ``max_det`` of a longer list) on a list long enough for the
+    share NMS kept so far to reach ``max_det``, at least twice as long. An SSDLite of 20 classes at its own settings
+    (conf 0.001, 300 per class, 300 detections) has 6000 candidates per image: NMS on the best 600 took 1.0 ms
+    against 11 ms on all of them (AVX2 EPYC, 2 threads).
+
+    Args:
+        boxes: ``(N, 4)`` xyxy candidates; ``scores``, ``images`` (0..B-1), ``groups`` (NMS groups: image and
+            class): ``(N,)``.
+    """
+    order = scores.argsort(descending=True, stable=True)
+    order = order[images[order].argsort(stable=True)]  # by image, then by decreasing score (ties: input order)
+    counts = torch.bincount(images, minlength=batch)
+    rank = torch.arange(order.numel(), device=order.device) - (counts.cumsum(0) - counts)[images[order]]
+    limit = NMS_PREFIX * max_det
+    while True:
+        chosen = order[rank < limit]
+        keep = chosen[batched_nms(boxes[chosen], scores[chosen], groups[chosen], iou)]
+        kept = torch.bincount(images[keep], minlength=batch)
+        short = (kept < max_det) & (counts > limit)
+        if not bool(short.any()):
+            return keep
+        # the next list: long enough for the share of boxes NMS kept so far to reach max_det, with a margin
+        needed = float((max_det / kept[short].clamp(min=1)).max()) * 1.25
+        limit = int(limit * max(2.0, needed))
 
 
 @dataclass(frozen=True)
@@ -219,7 +259,7 @@ class PostProcessor(nn.Module):
             candidates = boxes[img, prior].float()
         sizes = torch.tensor(image_sizes, dtype=torch.float32, device=fg.device)  # (B, 2) = (H, W)
         candidates = candidates.clamp(0.0, 1.0) * sizes[img][:, [1, 0, 1, 0]]
-        keep = batched_nms(candidates, score, img * (num_logits - 1) + cls, settings.iou)
+        keep = nms_enough(candidates, score, img, img * (num_logits - 1) + cls, settings.iou, settings.max_det, batch)
 
         # `keep` is sorted by decreasing score; a stable sort by image keeps that order inside each image.
         keep = keep[torch.sort(img[keep], stable=True).indices]

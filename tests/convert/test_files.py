@@ -164,7 +164,7 @@ def test_ssd_pytorch_file_converts_to_the_same_outputs_and_boxes(tmp_path: Path)
     # through the command line; the metadata carries the names and the clamped boxes
     out = tmp_path / "converted.safetensors"
     assert main(["convert", str(path), "-o", str(out)]) == 0
-    reloaded = singleshot.load(out, device="cpu")
+    reloaded = singleshot.load(out, device="cpu", backend="pytorch", precision="fp32")
     assert reloaded.names == list(VOC_CLASSES)
     assert torch.equal(reloaded.model.priors, model.priors)
 

@@ -16,7 +16,7 @@ from singleshot import build
 from singleshot.cli import main
 from singleshot.data.images import read_image
 from singleshot.export import export_onnx
-from singleshot.onnx_format import OUTPUTS
+from singleshot.export.onnx_format import OUTPUTS
 from singleshot.predict import Detector
 from singleshot.weights import save_weights
 
@@ -51,7 +51,7 @@ def _check_against_pytorch(model: nn.Module, tmp_path: Path, nms: bool = False) 
     proto = onnx.load(str(path))
     assert [o.name for o in proto.graph.output] == OUTPUTS["nms" if nms else "decoded"]
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"  # dynamic batch
-    exported = singleshot.load(path)
+    exported = singleshot.load(path, backend="onnxruntime")  # ONNX Runtime against PyTorch
     assert exported.model is None and exported.precision == "fp32" and exported.names == NAMES
     assert exported.image_size == model.preprocessing.image_size
     assert exported.postprocess.to_metadata() == model.postprocess.to_metadata()
@@ -69,7 +69,7 @@ def _check_against_pytorch(model: nn.Module, tmp_path: Path, nms: bool = False) 
 
 @pytest.mark.numeric
 def test_tiny_trained_export_matches_pytorch(trained_tiny: Path, tmp_path: Path) -> None:
-    detector = singleshot.load(trained_tiny, device="cpu")
+    detector = singleshot.load(trained_tiny, device="cpu", backend="pytorch", precision="fp32")
     model = detector.model
     assert model is not None
     model.use_channels_last(True)  # the builder's fast layout; the export is taken in the default layout
@@ -189,12 +189,12 @@ def test_bad_input(trained_tiny: Path, tmp_path: Path, monkeypatch: pytest.Monke
         singleshot.load(tmp_path / "junk.onnx")
     with pytest.raises(FileNotFoundError, match=r"none.onnx"):
         singleshot.load(tmp_path / "none.onnx")
-    with pytest.raises(ValueError, match=r"an ONNX file runs at its own precision"):
+    with pytest.raises(ValueError, match=r"an exported fp32 file; it runs on onnxruntime or openvino, at fp32"):
         singleshot.load(tmp_path / "plain.onnx", precision="bf16")
     # no onnxruntime on this machine: the error names the package
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)
     with pytest.raises(ImportError, match=r"onnxruntime package"):
-        singleshot.load(tmp_path / "plain.onnx")
+        singleshot.load(tmp_path / "plain.onnx", backend="onnxruntime")
 
 
 def test_safetensors_carry_the_post_processing_settings(tmp_path: Path) -> None:
@@ -212,7 +212,7 @@ def test_safetensors_carry_the_post_processing_settings(tmp_path: Path) -> None:
 
 @pytest.mark.numeric
 def test_the_trained_weights_thresholds_travel_in_the_onnx_file(trained_tiny: Path, tmp_path: Path) -> None:
-    reference = singleshot.load(trained_tiny, device="cpu")
+    reference = singleshot.load(trained_tiny, device="cpu", backend="pytorch", precision="fp32")
     thresholds = reference.postprocess.class_conf
     assert thresholds is not None and len(thresholds) == 3  # training wrote its final evaluation's
     limits = torch.tensor([0.25 if t is None else t for t in thresholds])

@@ -100,7 +100,11 @@ def test_predict_uses_the_weights_thresholds_unless_given_a_conf(tmp_path: Path)
     carrying = tmp_path / "thresholds.safetensors"
     save_weights(model, carrying, NAMES, class_conf=(0.3, None, 0.275))  # this model's scores: 0.26 to 0.36
     save_weights(model, tmp_path / "plain.safetensors", NAMES)
-    detector, plain = singleshot.load(carrying, device="cpu"), singleshot.load(tmp_path / "plain.safetensors", "cpu")
+    torch_fp32 = {"device": "cpu", "backend": "pytorch", "precision": "fp32"}  # bitwise comparisons below
+    detector, plain = (
+        singleshot.load(carrying, **torch_fp32),
+        singleshot.load(tmp_path / "plain.safetensors", **torch_fp32),
+    )
     images = [SyntheticShapes(3, (120, 160), seed=4)[i][0] for i in range(3)]
     every = detector.predict(images, conf=0.01, max_det=1000, batch=3)
     got = detector.predict(images, max_det=1000, batch=3)  # no conf: the weights' thresholds
@@ -118,7 +122,7 @@ def test_predict_uses_the_weights_thresholds_unless_given_a_conf(tmp_path: Path)
     (expected,) = detector.predict(path)
     counts = {}
     for conf in (None, 0.25):
-        config = PredictConfig(str(carrying), str(path), conf=conf, save=False, device="cpu")
+        config = PredictConfig(str(carrying), str(path), conf=conf, save=False, device="cpu", backend="pytorch")
         counts[conf] = predict_to_folder(config, progress=False, log=lambda _: None).detections
     assert counts[None] == len(expected) < counts[0.25] == len(detector.predict(path, conf=0.25)[0])
     # detect (what evaluation runs) keeps the model's own settings: the thresholds change no AP

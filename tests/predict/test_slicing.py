@@ -110,7 +110,7 @@ def test_tiles_are_batched_through_the_forward_pass(detector: Detector) -> None:
 
 @pytest.mark.numeric
 def test_onnx_gives_the_same_sliced_detections(trained_tiny: Path, tmp_path: Path) -> None:
-    reference = singleshot.load(trained_tiny, device="cpu")
+    reference = singleshot.load(trained_tiny, device="cpu", backend="pytorch", precision="fp32")
     exported = singleshot.load(export_onnx(reference.model, reference.names, tmp_path / "tiny.onnx"))
     image = SyntheticShapes(1, (320, 480), seed=9)[0][0]
     for merge in ("nms", "nmm"):

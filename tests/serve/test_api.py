@@ -27,7 +27,7 @@ CONF = 0.05  # low enough that the trained tiny model has several detections per
 
 
 def _client(weights: Path, **limits: object) -> TestClient:
-    detector = singleshot.load(weights, device="cpu")
+    detector = singleshot.load(weights, device="cpu", backend="pytorch", precision="fp32")
     return TestClient(create_app(detector, ServeConfig(weights=str(weights), **limits)))  # type: ignore[arg-type]
 
 

@@ -84,8 +84,8 @@ def test_clients_that_disconnect_leak_nothing(served_tiny: Server, tmp_path: Pat
 
 
 def test_an_onnx_file_is_served(trained_tiny: Path, tmp_path: Path) -> None:
-    from singleshot.export.command import ExportConfig
-    from singleshot.export.command import run as export_model
+    from singleshot.deploy.command import ExportConfig
+    from singleshot.deploy.command import run as export_model
 
     onnx = tmp_path / "tiny.onnx"
     export_model(ExportConfig(weights=str(trained_tiny), output=str(onnx)))
@@ -93,7 +93,10 @@ def test_an_onnx_file_is_served(trained_tiny: Path, tmp_path: Path) -> None:
     try:
         headers = {"Authorization": "Bearer k"}
         meta = httpx.get(f"{running.url}/metadata", headers=headers, timeout=10).json()
-        assert meta["backend"] == "onnxruntime" and meta["classes"] == ["circle", "square", "triangle"]
+        assert meta["classes"] == ["circle", "square", "triangle"]
+        # --backend auto (the default) measured the file's two runtimes and says which it serves with
+        short = {"onnxruntime": "ort", "openvino": "ov"}[meta["backend"]]
+        assert f"backend auto: {short}-fp32 (network" in running.log.read_text()
         png = _png(tmp_path)
         from_onnx = httpx.post(f"{running.url}/predict", files={"image": ("a.png", png)}, headers=headers, timeout=30)
         assert from_onnx.status_code == 200 and from_onnx.json()["detections"]

@@ -27,6 +27,9 @@ def test_benchmark_times_every_backend_beside_torchvision(trained_tiny: Path) ->
     assert rows[REFERENCE][3] == "1.00" and rows[REFERENCE][5] == "1.00"  # torchvision against itself
     ratio = float(rows["ort-fp32"][3])
     assert ratio == pytest.approx(timings["ort-fp32"].median_latency() / timings[REFERENCE].median_latency(), abs=0.01)
+    # and what --backend auto runs these weights with here: one of the timed fp32 paths (no checked int8 file)
+    (auto,) = [line for line in lines if line.startswith("backend auto: ")]
+    assert auto.split()[2] in {"torch-fp32", "ort-fp32", "ov-fp32"}, auto
 
 
 def test_benchmark_needs_images(trained_tiny: Path, tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from singleshot.metrics import coco_results
 from singleshot.metrics.thresholds import threshold_vector, thresholds_table
 from singleshot.models import build
 from singleshot.predict import Detector
-from singleshot.predict.loading import is_runtime_file
+from singleshot.predict.loading import is_runtime_file, load_model
 from singleshot.priors import DefaultBoxConfig
 from singleshot.tools.prior_coverage import coverage, dataset_boxes
 from singleshot.types import Detection, Target
@@ -66,7 +66,8 @@ class AnalyzeConfig(Config):
     batch: int = shared("batch", 16)
     workers: int = shared("workers", 0)
     device: str = shared("device")
-    precision: Literal["fp32", "bf16", "auto"] = shared("precision")
+    backend: Literal["auto", "pytorch", "onnxruntime", "openvino"] = shared("backend")
+    precision: Literal["auto", "fp32", "bf16", "int8"] = shared("precision")
     synthetic: int = setting(200, "held-out synthetic images to analyse when there is no --data")
     project: str = shared("project", task="analyze")
     name: str = shared("name")
@@ -149,7 +150,7 @@ def run(config: AnalyzeConfig, *, progress: bool = True, log: Callable[[str], No
 
 def _from_weights(config: AnalyzeConfig, weights: str, progress: bool) -> _Inputs:
     """Run ``weights`` over the split through ``singleshot val``'s evaluation path."""
-    detector = Detector.from_weights(weights, config.device, precision=config.precision)
+    detector = Detector.from_weights(weights, config.device, backend=config.backend, precision=config.precision)
     dataset, description = open_eval_data(
         config.data, config.split, detector.names, detector.image_size, config.synthetic
     )
@@ -166,7 +167,9 @@ def _from_weights(config: AnalyzeConfig, weights: str, progress: bool) -> _Input
 
 def _from_predictions(config: AnalyzeConfig, predictions: str, data: str) -> _Inputs:
     """Read ``predictions`` against the split's ground truth (class names: the weights', else the data's)."""
-    detector = Detector.from_weights(config.weights, "cpu") if config.weights else None
+    detector = (
+        Detector.from_weights(config.weights, "cpu", backend="pytorch", precision="fp32") if config.weights else None
+    )
     names = detector.names if detector is not None else None
     opened, description = open_eval_data(data, config.split, names, (0, 0), config.synthetic)  # the val rule
     if not isinstance(opened, DetectionDataset):
@@ -183,11 +186,15 @@ def _from_predictions(config: AnalyzeConfig, predictions: str, data: str) -> _In
 
 
 def _design(config: AnalyzeConfig, num_classes: int, detector: Detector | None) -> DefaultBoxConfig | None:
-    """The default boxes that explain misses: ``--model``'s, else those of the weights' PyTorch model (None for a
-    runtime file, whose boxes are baked into its graph, and without weights)."""
+    """The default boxes that explain misses: ``--model``'s, else those of the weights' model, whatever runtime ran
+    it (None for a runtime file, whose boxes are baked into its graph, and without weights)."""
     if config.model is not None:
         return build(config.model, num_classes=num_classes, image_size=config.imgsz).default_boxes
-    return None if detector is None or detector.model is None else detector.model.default_boxes
+    if detector is not None and detector.model is not None:
+        return detector.model.default_boxes
+    if config.weights and not is_runtime_file(config.weights):  # run by an exported runtime (--backend auto)
+        return load_model(config.weights)[0].default_boxes
+    return None
 
 
 def _best_prior_iou(

@@ -46,7 +46,8 @@ class ValConfig(Config):
     batch: int = shared("batch", 16)
     workers: int = shared("workers", 0)
     device: str = shared("device")
-    precision: Literal["fp32", "bf16", "auto"] = shared("precision")
+    backend: Literal["auto", "pytorch", "onnxruntime", "openvino"] = shared("backend")
+    precision: Literal["auto", "fp32", "bf16", "int8"] = shared("precision")
     conf: float = setting(PREDICT.conf, "score threshold of the confusion matrix and the drawn images (AP uses all)")
     iou: float = setting(0.5, "IoU above which the confusion matrix pairs a detection with an object")
     images: int = setting(8, "images drawn with predictions beside ground truth")
@@ -91,10 +92,14 @@ def run(config: ValConfig, *, progress: bool = True, log: Callable[[str], None] 
 
 def _evaluate_split(config: ValConfig, info: DistInfo, progress: bool, log: Callable[[str], None]) -> ValResult | None:
     say = log if info.is_main else (lambda _: None)
-    detector = Detector.from_weights(config.weights, config.device, dist=info, precision=config.precision)
+    detector = Detector.from_weights(
+        config.weights, config.device, dist=info, backend=config.backend, precision=config.precision
+    )
     class_names = detector.names
     dataset, description = open_eval_data(config.data, config.split, class_names, detector.image_size, config.synthetic)
-    say(f"{detector.name} ({Path(config.weights).name}, {detector.precision}) on {description}")
+    if detector.choice is not None:
+        say(detector.choice.describe())
+    say(f"{detector.name} ({Path(config.weights).name}, {detector.runtime} {detector.precision}) on {description}")
     evaluation = evaluate_model(
         detector, dataset, detector.device, batch=config.batch, workers=config.workers, coco=config.coco,
         progress=progress, desc="val", dist=info,

@@ -19,8 +19,8 @@ import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from singleshot.export.onnx_format import INPUT, read_metadata
 from singleshot.folders import atomic_write
-from singleshot.onnx_format import INPUT, read_metadata
 
 #: How ``singleshot export --int8`` may set activation ranges (ONNX Runtime's calibration methods), and the
 #: default: on the BCCD recipe's weights percentile lost nothing (+0.21 AP50 points) where minmax lost 1.7.

@@ -2,7 +2,7 @@
 
 The file holds normalisation, backbone, heads, softmax and box decoding (default boxes as constants), and with
 ``nms=True`` class-wise NMS too (:mod:`singleshot.export.graph`); its inputs, outputs and metadata follow
-:mod:`singleshot.onnx_format`, so that :func:`singleshot.load` can use it alone.
+:mod:`singleshot.export.onnx_format`, so that :func:`singleshot.load` can use it alone.
 
 Exporter: PyTorch's TorchScript-based ``torch.onnx.export(..., dynamo=False)``. The dynamo exporter needs the extra
 ``onnxscript`` package and gains nothing here: the graph is a plain feed-forward network (the only data-dependent
@@ -20,8 +20,8 @@ import onnx
 import torch
 
 from singleshot.export.graph import DecodedGraph, DetectionsGraph
+from singleshot.export.onnx_format import INPUT, OUTPUTS, SOURCE_SHA256, metadata_props
 from singleshot.folders import atomic_write
-from singleshot.onnx_format import INPUT, OUTPUTS, metadata_props
 from singleshot.ssd import SSD
 from singleshot.weights import WeightsMetadata
 
@@ -29,8 +29,16 @@ from singleshot.weights import WeightsMetadata
 OPSET = 17
 
 
-def export_onnx(model: SSD, class_names: list[str], path: str | Path, nms: bool = False, opset: int = OPSET) -> Path:
-    """Write ``model`` to ``path`` (parent folders created; written atomically) and check it with ``onnx.checker``.
+def export_onnx(
+    model: SSD,
+    class_names: list[str],
+    path: str | Path,
+    nms: bool = False,
+    opset: int = OPSET,
+    source_sha256: str | None = None,
+) -> Path:
+    """Write ``model`` to ``path`` (parent folders created; written atomically) and check it with ``onnx.checker``;
+    ``source_sha256``: the SHA-256 of the weights file the model was read from, kept in the metadata.
 
     Input ``images``: ``(B, 3, H, W)`` uint8 RGB at the model's input size (batch dynamic). Outputs: ``scores (B,
     P, C + 1)`` and ``boxes (B, P, 4)`` (xyxy in [0, 1]), or with ``nms`` ``detections (B, max_det, 6)``.
@@ -51,6 +59,8 @@ def export_onnx(model: SSD, class_names: list[str], path: str | Path, nms: bool 
             )  # fmt: skip  # keywords grouped by line
         proto = onnx.load(tmp)
         set_metadata(proto, WeightsMetadata.of(model, class_names), kind, "fp32")
+        if source_sha256 is not None:
+            proto.metadata_props.add(key=SOURCE_SHA256, value=source_sha256)
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, tmp)
 
@@ -59,8 +69,18 @@ def export_onnx(model: SSD, class_names: list[str], path: str | Path, nms: bool 
 
 
 def set_metadata(proto: onnx.ModelProto, meta: WeightsMetadata, graph: str, precision: str) -> None:
-    """Store ``meta``, the ``graph`` kind and the ``precision`` in ``proto`` (:mod:`singleshot.onnx_format`)."""
+    """Store ``meta``, the ``graph`` kind and the ``precision`` in ``proto`` (:mod:`singleshot.export.onnx_format`)."""
     del proto.metadata_props[:]
     for key, value in metadata_props(meta, graph, precision).items():
         proto.metadata_props.add(key=key, value=value)
     proto.producer_name = "singleshot"
+
+
+def add_metadata(path: str | Path, props: dict[str, str]) -> None:
+    """Add (or replace) ``props`` in the ``metadata_props`` of the ONNX file ``path``, rewritten atomically."""
+    proto = onnx.load(str(path))
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in props]
+    del proto.metadata_props[:]
+    for key, value in [*kept, *props.items()]:
+        proto.metadata_props.add(key=key, value=value)
+    atomic_write(Path(path), lambda tmp: onnx.save(proto, tmp))

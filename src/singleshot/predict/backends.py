@@ -7,19 +7,24 @@ vectorised :class:`~singleshot.postprocess.PostProcessor`, so their detections a
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
+import gc
+import sys
 import warnings
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import onnx
 import torch
 from torch import Tensor
 
 from singleshot.cpu import cpu_features
-from singleshot.onnx_format import INPUT, read_metadata
+from singleshot.export.onnx_format import INPUT, onnx_props, read_metadata
+from singleshot.export.openvino_file import read_openvino_props
 from singleshot.postprocess import PostProcessor, PostSettings
 from singleshot.predict.precision import (
     PRECISIONS,
@@ -35,6 +40,7 @@ class Backend(Protocol):
     """What :class:`~singleshot.predict.Detector` needs of an inference engine."""
 
     name: str  # the model's builder name
+    runtime: str  # pytorch | onnxruntime | openvino
     class_names: list[str]  # labels 1..C
     image_size: tuple[int, int]  # the network's input (H, W)
     postprocess: PostProcessor  # the model's own settings
@@ -59,6 +65,8 @@ class TorchBackend:
             :func:`~singleshot.predict.precision.choose_precision`). ``bf16`` where the CPU has no native bf16
             runs fp32 with a warning, unless ``force_bf16`` (or :data:`~singleshot.predict.precision.FORCE_BF16`).
     """
+
+    runtime = "pytorch"
 
     def __init__(
         self,
@@ -177,6 +185,8 @@ class OnnxBackend(ExportedBackend):
     """A file of ``singleshot export`` run by ONNX Runtime on the CPU with all graph optimisations and one thread
     per physical core (:class:`ExportedBackend` for what every exported file's runtime shares)."""
 
+    runtime = "onnxruntime"
+
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         try:  # imported here to keep onnxruntime optional for `import singleshot` (PyTorch weights need only torch)
             import onnxruntime as ort
@@ -202,10 +212,54 @@ class OnnxBackend(ExportedBackend):
         return tuple(torch.from_numpy(o) for o in self.session.run(None, {INPUT: batch}))
 
 
+class _StackT(ctypes.Structure):
+    """POSIX ``stack_t``: a thread's alternate signal stack."""
+
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def kept_signal_stack() -> Iterator[None]:
+    """Restore this thread's alternate signal stack after the block (Linux; elsewhere a no-op).
+
+    OpenVINO 2026.4's ``compile_model`` installs an alternate signal stack (about 10 KB) on the calling thread, and
+    once several models were compiled and freed out of order it stays installed after every model is gone
+    (measured). Python runs its signal handlers on that stack (``SA_ONSTACK``), so a later handled signal (a child's
+    SIGCHLD, Ctrl-C) writes its frame into memory OpenVINO no longer owns: with ``backend="auto"`` compiling several
+    models per process, the test suite died with SIGSEGV (``si_code`` SI_KERNEL, inside ``waitpid``, or a corrupted
+    heap at random places). The thread keeps the stack it had before the compile instead.
+    """
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+    before = _StackT()
+    if libc is None or libc.sigaltstack(None, ctypes.byref(before)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(before), None)
+
+
+#: OpenVINO backends alive: :func:`_release_openvino` frees them at exit.
+_live_openvino: weakref.WeakSet[OpenVinoBackend] = weakref.WeakSet()
+
+
+def _release_openvino() -> None:
+    """Free every OpenVINO compiled model while the interpreter and OpenVINO's libraries are still whole: one still
+    alive when the modules are torn down can crash the process at exit (seen as exit status 139 after a test run
+    that left detectors in module-level state)."""
+    for backend in list(_live_openvino):
+        backend.release()
+    gc.collect()
+
+
 class OpenVinoBackend(ExportedBackend):
-    """A file of ``singleshot export`` (fp32, or the int8 QDQ file, which OpenVINO runs in int8) run by OpenVINO on
-    the CPU, in fp32 arithmetic for the fp32 file (OpenVINO's default on a CPU with bf16 units would be bf16),
-    ``threads`` threads (default one per physical core), tuned for latency."""
+    """A file of ``singleshot export`` (an ``.onnx``, fp32 or the int8 QDQ file, which OpenVINO runs in int8; or the
+    OpenVINO IR ``.xml`` of ``--format openvino``) run by OpenVINO on the CPU, in fp32 arithmetic for fp32 models
+    (OpenVINO's default on a CPU with bf16 units would be bf16), ``threads`` threads (default one per physical
+    core), tuned for latency."""
+
+    runtime = "openvino"
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         try:  # imported here: openvino is optional (pip install openvino), and costs 0.2 s to import
@@ -215,19 +269,31 @@ class OpenVinoBackend(ExportedBackend):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model not found: {path}")
-        try:
-            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        except Exception as exc:
-            raise ValueError(f"{path}: not a readable ONNX model ({exc})") from exc
-        self._read(props, path)
         core = openvino.Core()
+        try:
+            model = core.read_model(str(path))
+            props = read_openvino_props(model) if path.suffix.lower() == ".xml" else onnx_props(path)
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable ONNX model or OpenVINO IR ({exc})") from exc
+        self._read(props, path)
         config = {
             "INFERENCE_NUM_THREADS": threads or cpu_features().physical_cores,
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": "f32",
         }
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        with kept_signal_stack():
+            self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
+        # (re-)registered after openvino's import: exit handlers run last-registered first, so it runs before any
+        # of openvino's own, once
+        atexit.unregister(_release_openvino)
+        atexit.register(_release_openvino)
+        _live_openvino.add(self)
+
+    def release(self) -> None:
+        """Free the compiled model now (it cannot run afterwards)."""
+        self.__dict__.pop("request", None)
+        self.__dict__.pop("compiled", None)
 
     def infer(self, batch: np.ndarray) -> tuple[Tensor, ...]:
         results = self.request.infer({INPUT: batch})

@@ -68,7 +68,8 @@ class PredictConfig(Config):
     classes: list[str] | None = setting(None, "keep only these classes (names, or labels 1..C); none keeps all")
     batch: int = setting(8, "images per forward pass (per process under torchrun)")
     device: str = shared("device")
-    precision: Literal["fp32", "bf16", "auto"] = shared("precision")
+    backend: Literal["auto", "pytorch", "onnxruntime", "openvino"] = shared("backend")
+    precision: Literal["auto", "fp32", "bf16", "int8"] = shared("precision")
     vid_stride: int = setting(1, "predict on every n-th video frame (the written video then has only those)")
     timeout: float = shared("timeout")
     reconnect: int = shared("reconnect")
@@ -182,11 +183,15 @@ def run(config: PredictConfig, *, progress: bool = True, log: Callable[[str], No
     """Run ``singleshot predict`` (module docstring); under ``torchrun``, as one of its processes."""
     config.validate()
     with process_group(config.device) as info:
-        detector = Detector.from_weights(config.weights, config.device, dist=info, precision=config.precision)
+        detector = Detector.from_weights(
+            config.weights, config.device, dist=info, backend=config.backend, precision=config.precision
+        )
         report = SourceReport()  # what the listing left out (every rank lists all sources; rank 0's counts)
         items = expand(config.source, report)
         reading = SourceReport()  # what this rank could not read
         run_dir = _shared_run_dir(config, info) if config.save else None
+        if info.is_main and detector.choice is not None:
+            log(detector.choice.describe())
         if run_dir is not None and info.is_main:
             log(f"{detector.name} on {len(items)} sources from {config.source} -> {run_dir}")
         results = detector.predict(

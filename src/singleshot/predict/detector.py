@@ -12,8 +12,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from singleshot.distributed import DistInfo, resolve_device
+from singleshot.distributed import DistInfo, barrier, resolve_device
 from singleshot.postprocess import PREDICT, PostProcessor, PostSettings
+from singleshot.predict.auto import BackendChoice
 from singleshot.predict.backends import Backend, TorchBackend
 from singleshot.predict.live import LiveSettings
 from singleshot.predict.loading import load_backend
@@ -55,6 +56,8 @@ class Detector:
         self.model: SSD | None = backend.model if isinstance(backend, TorchBackend) else None
         self.device = backend.device
         self.names = list(class_names)
+        #: What ``backend="auto"`` chose and why (:meth:`from_weights`); ``None`` when nothing was chosen.
+        self.choice: BackendChoice | None = None
 
     @classmethod
     def from_weights(
@@ -63,18 +66,26 @@ class Detector:
         device: str = "auto",
         *,
         dist: DistInfo | None = None,
-        precision: str = "fp32",
+        backend: str = "auto",
+        precision: str = "auto",
         threads: int | None = None,
-        runtime: str = "onnxruntime",
     ) -> Detector:
-        """The detector of ``weights`` (:func:`~singleshot.predict.loading.load_backend`): a model file run by
-        PyTorch on ``device`` (``auto``: this process's GPU when there is one, else the CPU) at ``precision``, or
-        an ``.onnx`` file of ``singleshot export`` run by ONNX Runtime or OpenVINO (``runtime``) on the CPU with
-        ``threads`` threads (default: one per physical core)."""
-        backend = load_backend(
-            weights, resolve_device(device, dist or DistInfo()), precision=precision, threads=threads, runtime=runtime
+        """The detector of ``weights`` (:func:`~singleshot.predict.loading.load_backend`) on ``device`` (``auto``:
+        this process's GPU when there is one, else the CPU): ``backend`` ``pytorch``, ``onnxruntime``, ``openvino``
+        or ``auto`` (the fastest on this machine, measured once; :attr:`choice` says what it chose and why), at
+        ``precision`` (``fp32``, ``bf16``, ``int8`` or ``auto``), the exported runtimes with ``threads`` threads
+        (default: one per physical core)."""
+        info = dist or DistInfo()
+        if info.enabled and not info.is_main:
+            barrier(info)  # under torchrun rank 0 measures (backend="auto") and the others read its cached choice
+        runner, choice = load_backend(
+            weights, resolve_device(device, info), backend=backend, precision=precision, threads=threads
         )
-        return cls(backend, backend.class_names)
+        if info.enabled and info.is_main:
+            barrier(info)
+        detector = cls(runner, runner.class_names)
+        detector.choice = choice
+        return detector
 
     @property
     def name(self) -> str:
@@ -90,6 +101,11 @@ class Detector:
     def postprocess(self) -> PostProcessor:
         """The model's own post-processing settings (those ``val`` uses)."""
         return self.backend.postprocess
+
+    @property
+    def runtime(self) -> str:
+        """What runs the network: ``pytorch``, ``onnxruntime`` or ``openvino``."""
+        return self.backend.runtime
 
     @property
     def precision(self) -> str:

@@ -1,15 +1,16 @@
 """Any weights argument to a model or a runtime: the one place that decides what runs a file.
 
-* ``.onnx`` (``singleshot export``): ONNX Runtime (:class:`~singleshot.predict.backends.OnnxBackend`), or OpenVINO
-  (:class:`~singleshot.predict.backends.OpenVinoBackend`) when asked;
+* ``.onnx`` (``singleshot export``): ONNX Runtime (:class:`~singleshot.predict.backends.OnnxBackend`) or OpenVINO
+  (:class:`~singleshot.predict.backends.OpenVinoBackend`);
 * ``.safetensors`` (``singleshot train``, ``singleshot convert``): our model, rebuilt from the file's metadata
   (:mod:`singleshot.weights`);
 * ``.pth``/``.pt`` (torchvision, ssd.pytorch), ``.caffemodel`` (the original Caffe SSD), ``torchvision:NAME``:
   converted on the fly (:mod:`singleshot.convert.files`, which tells those formats apart by their keys).
 
 :func:`load_model` gives a model (training, export), :func:`load_backend` a runtime ready for
-:class:`~singleshot.predict.Detector`, :func:`load_initial_weights` fills a model being trained from any of the
-model files above. Nothing in a file is executed.
+:class:`~singleshot.predict.Detector` (with ``backend="auto"``, the fastest here: :mod:`singleshot.predict.auto`),
+:func:`load_initial_weights` fills a model being trained from any of the model files above. Nothing in a file is
+executed.
 """
 
 from __future__ import annotations
@@ -22,21 +23,26 @@ import torch
 from torch import Tensor
 
 from singleshot.convert.files import convert_file, read_any
+from singleshot.cpu import cpu_features
+from singleshot.export.onnx_file import export_onnx
 from singleshot.models import build
 from singleshot.postprocess import PostProcessor
+from singleshot.predict import auto
+from singleshot.predict.auto import BackendChoice
 from singleshot.predict.backends import Backend, OnnxBackend, OpenVinoBackend, TorchBackend
 from singleshot.priors import DefaultBoxConfig
 from singleshot.ssd import SSD
 from singleshot.weights import WeightsMetadata, read_weights
 
 #: Runtime files: :func:`load_backend` runs them as they are (no model is rebuilt).
-RUNTIME_SUFFIXES = (".onnx",)
+RUNTIME_SUFFIXES = (".onnx", ".xml")
 #: Other programs' model files, converted on the fly (as is ``torchvision:NAME``); any other file is read as ours.
 FOREIGN_SUFFIXES = (".pth", ".pt", ".caffemodel")
 
 
 def is_runtime_file(weights: str | Path) -> bool:
-    """Whether ``weights`` is a runtime's file (an exported ``.onnx``) rather than a model's weights."""
+    """Whether ``weights`` is a runtime's file (an exported ``.onnx``, an OpenVINO ``.xml``) rather than a model's
+    weights."""
     return Path(str(weights)).suffix.lower() in RUNTIME_SUFFIXES
 
 
@@ -66,37 +72,67 @@ def load_model(weights: str | Path) -> tuple[SSD, list[str]]:
     return model.eval(), meta.class_names
 
 
-#: What runs an exported ``.onnx`` file (``runtime`` of :func:`load_backend`).
-RUNTIMES = ("onnxruntime", "openvino")
-
-
 def load_backend(
     weights: str | Path,
     device: torch.device,
     *,
-    precision: str = "fp32",
+    backend: str = "auto",
+    precision: str = "auto",
     threads: int | None = None,
-    runtime: str = "onnxruntime",
-) -> Backend:
-    """The runtime for ``weights``: an ``.onnx`` file on ONNX Runtime or OpenVINO (``runtime``; the CPU, ``threads``
-    threads, default one per physical core; its precision is the file's), any model file on PyTorch on ``device``
-    at ``precision`` (``fp32``, ``bf16`` or ``auto``; see :mod:`singleshot.predict.precision`).
+) -> tuple[Backend, BackendChoice | None]:
+    """The runtime for ``weights``, and what ``backend="auto"`` chose (``None`` when nothing was chosen).
+
+    * ``backend``: ``pytorch``, ``onnxruntime``, ``openvino`` (the CPU, ``threads`` threads, default one per
+      physical core) or ``auto``: the fastest of those installed for these weights on this CPU, measured once and
+      cached (:mod:`singleshot.predict.auto`; a model file is exported to ONNX on the fly for the ONNX runtimes).
+      On a GPU ``device`` a model file runs on PyTorch.
+    * ``precision``: ``fp32``, ``bf16`` (PyTorch autocast: see :mod:`singleshot.predict.precision`), ``int8`` (an
+      int8 ``.onnx``, or the checked one ``singleshot export --int8`` wrote beside a model file) or ``auto``. An
+      ``.onnx`` file runs at its own precision.
 
     Raises:
-        FileNotFoundError, ValueError: see :func:`load_model`; bf16 asked of an ``.onnx`` file; an unknown
-            ``runtime``, or one other than ONNX Runtime for a model file (export it first).
-        ImportError: an ``.onnx`` file on a machine without the runtime's package.
+        FileNotFoundError, ValueError: see :func:`load_model`; an unknown ``backend`` or ``precision``, or one these
+            weights cannot run at (the message names the file and why).
+        ImportError: a runtime asked for by name whose package is not installed.
     """
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
-    if is_runtime_file(weights):
-        if precision == "bf16":
-            raise ValueError(f"{weights}: an ONNX file runs at its own precision; bf16 applies to PyTorch weights")
-        return OpenVinoBackend(weights, threads) if runtime == "openvino" else OnnxBackend(weights, threads)
-    if runtime == "openvino":
-        raise ValueError(f"{weights}: OpenVINO runs exported files; write one with singleshot export first")
-    model, names = load_model(weights)
-    return TorchBackend(model, names, device, precision)
+    if not is_runtime_file(weights) and (backend == "pytorch" or precision == "bf16" or device.type != "cpu"):
+        if backend not in ("auto", "pytorch") or precision == "int8":
+            raise ValueError(
+                f"{weights}: backend={backend}, precision={precision} on {device}: a model file runs on PyTorch on a "
+                "GPU or at bf16; int8 and the other runtimes run on the CPU"
+            )
+        model, names = load_model(weights)
+        return TorchBackend(model, names, device, precision), None
+    loaded: list[tuple[SSD, list[str]]] = []
+
+    def model() -> tuple[SSD, list[str]]:
+        if not loaded:
+            loaded.append(load_model(weights))
+        return loaded[0]
+
+    def export(target: Path, sha256: str) -> Path:
+        return export_onnx(*model(), target, source_sha256=sha256)
+
+    found, skipped, identity = auto.candidates(weights, backend, precision, export)
+    built: dict[str, Backend] = {}
+
+    def build(candidate: auto.Candidate) -> Backend:
+        if candidate.runtime == "pytorch":
+            return TorchBackend(*model(), device, candidate.precision)
+        assert candidate.file is not None  # an exported file's candidate
+        runtime = OpenVinoBackend if candidate.runtime == "openvino" else OnnxBackend
+        return runtime(candidate.file, threads)
+
+    def timer(candidate: auto.Candidate) -> float:
+        runner = built[candidate.label] = build(candidate)
+        batch = runner.prepare([torch.randint(0, 256, (3, *runner.image_size), dtype=torch.uint8)])
+        with torch.no_grad():
+            return auto.measure(lambda: runner.infer(batch))
+
+    key = auto.cache_key(identity, found, threads or cpu_features().physical_cores, torch.get_num_threads())
+    choice = auto.choose(found, skipped, key, timer)
+    chosen = built.get(choice.chosen.label) or build(choice.chosen)
+    return chosen, (choice if backend == "auto" or precision == "auto" else None)
 
 
 def load_initial_weights(model: SSD, path: str | Path, class_names: Sequence[str] | None = None) -> str:

@@ -75,8 +75,14 @@ def bf16_or_fp32(device: torch.device, asked_by: str, force: bool = False) -> st
     return "fp32"
 
 
+def cache_folder() -> Path:
+    """Where measured choices and on-the-fly exports are kept: ``$SINGLESHOT_CACHE`` (default
+    ``~/.cache/singleshot``)."""
+    return Path(os.environ.get("SINGLESHOT_CACHE", Path.home() / ".cache" / "singleshot"))
+
+
 def cache_file() -> Path:
-    return Path(os.environ.get("SINGLESHOT_CACHE", Path.home() / ".cache" / "singleshot")) / "precision.json"
+    return cache_folder() / "precision.json"
 
 
 def _key(model: SSD, device: torch.device) -> str:

@@ -45,7 +45,6 @@ from singleshot.cpu import cpu_features
 from singleshot.data.images import ImageError, decode_image_bytes
 from singleshot.postprocess import PREDICT, PostSettings
 from singleshot.predict import Detector
-from singleshot.predict.backends import OnnxBackend
 from singleshot.predict.slicing import DEFAULT_MERGE, DEFAULT_OVERLAP, MAX_OVERLAP, SliceSettings
 from singleshot.serve.batching import BatchRunner, MicroBatcher, QueueFullError
 
@@ -72,7 +71,8 @@ class ServeConfig(Config):
         None, "require 'Authorization: Bearer KEY' on every endpoint but /health/*; none: $SINGLESHOT_API_KEY if set"
     )
     device: str = shared("device")
-    precision: Literal["fp32", "bf16", "auto"] = shared("precision")
+    backend: Literal["auto", "pytorch", "onnxruntime", "openvino"] = shared("backend")
+    precision: Literal["auto", "fp32", "bf16", "int8"] = shared("precision")
     threads: int | None = setting(None, "CPU threads for the forward pass; none: one per physical core")
 
     def problems(self) -> list[str]:
@@ -196,7 +196,7 @@ async def metadata(request: Request) -> dict[str, Any]:
         "model": detector.name,
         "classes": detector.names,
         "input_size": list(detector.image_size),
-        "backend": "onnxruntime" if isinstance(detector.backend, OnnxBackend) else "pytorch",
+        "backend": detector.runtime,
         "precision": detector.precision,
         "device": str(detector.device),
         # class_conf: the weights' per-class thresholds (labels 1..C, null for a class without one: conf), or null

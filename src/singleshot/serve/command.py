@@ -41,10 +41,15 @@ def run(config: ServeConfig) -> None:
         )
     threads = config.threads or cpu_features().physical_cores
     torch.set_num_threads(threads)  # here for loading; the batcher's thread sets it for itself too
-    detector = Detector.from_weights(config.weights, config.device, precision=config.precision, threads=threads)
+    detector = Detector.from_weights(
+        config.weights, config.device, backend=config.backend, precision=config.precision, threads=threads
+    )
     app = create_app(detector, config)
+    if detector.choice is not None:
+        print(detector.choice.describe(), flush=True)
     print(
-        f"singleshot serve: {detector.name} ({detector.precision} on {detector.device}, {threads} threads), classes "
+        f"singleshot serve: {detector.name} ({detector.runtime} {detector.precision} on {detector.device}, {threads} "
+        "threads), classes "
         f"{', '.join(detector.names)}; page and API on http://{config.host}:{config.port}/"
         + (" (API key required)" if config.api_key else ""),
         flush=True,

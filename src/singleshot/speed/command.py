@@ -11,12 +11,13 @@ same weights (:func:`singleshot.convert.torchvision.to_torchvision`), all in one
 * where our time goes: median milliseconds per image of reading and preprocessing, network, post-processing.
 
 Measurements are interleaved (one of each backend in turn), so that a noisy neighbour on a shared machine slows
-all of them alike. Every backend uses the model's own post-processing settings, as torchvision does.
+all of them alike. Every backend uses the model's own post-processing settings, as torchvision does. The last line
+says what ``--backend auto`` runs the weights with on this machine (:mod:`singleshot.predict.auto`: its own,
+cached, measurement of the network alone; int8 only from the checked file of ``singleshot export --int8``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
 import tempfile
 import time
@@ -37,8 +38,9 @@ from singleshot.data.images import read_image
 from singleshot.data.synthetic import save_images
 from singleshot.export import export_onnx, quantize_int8
 from singleshot.predict import Detector
+from singleshot.predict.auto import runtimes_installed
 from singleshot.predict.backends import OnnxBackend, OpenVinoBackend
-from singleshot.predict.loading import load_model
+from singleshot.predict.loading import load_backend, load_model
 from singleshot.predict.sources import SourceReport, expand, is_image
 from singleshot.ssd import resize
 from singleshot.summary import summarize
@@ -99,11 +101,6 @@ class Timing:
 
     def images_per_s(self, batch: int) -> float:
         return batch / statistics.median(self.batch)
-
-
-def openvino_installed() -> bool:
-    """Whether the optional openvino package can be imported here."""
-    return importlib.util.find_spec("openvino") is not None
 
 
 def synthetic_jpegs(folder: Path, count: int = 16) -> list[Path]:
@@ -174,7 +171,7 @@ def run(config: BenchmarkConfig, *, log: Callable[[str], None] = print) -> dict[
             if backend.startswith("torch"):
                 # bf16 runs even where it is emulated: showing what that costs is the benchmark's point
                 detector = Detector(model, names, "cpu", precision=backend.removeprefix("torch-"), force_bf16=True)
-            elif backend.startswith("ov") and not openvino_installed():
+            elif backend.startswith("ov") and "openvino" not in runtimes_installed():
                 log(f"{backend}: skipped (no openvino package: pip install openvino)")
                 continue
             else:
@@ -186,6 +183,10 @@ def run(config: BenchmarkConfig, *, log: Callable[[str], None] = print) -> dict[
             runners[backend] = _ours(detector)
         timings = _measure(runners, paths, config.runs, config.batches, config.batch)
     log(format_table(timings, model.name, macs, config.batch, threads, len(paths)))
+    if Path(config.weights).is_file():  # what --backend auto runs these weights with on this machine (cached)
+        _, choice = load_backend(config.weights, torch.device("cpu"), threads=threads)
+        if choice is not None:
+            log(choice.describe())
     return timings
 
 

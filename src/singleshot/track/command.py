@@ -68,7 +68,8 @@ class TrackConfig(Config):
     eval: str | None = setting(None, "MOT ground truth (gt.txt) to score the tracks: HOTA, MOTA, IDF1, ID switches")
     batch: int = setting(8, "frames per forward pass for video files (live streams: 1, always the newest frame)")
     device: str = shared("device")
-    precision: Literal["fp32", "bf16", "auto"] = shared("precision")
+    backend: Literal["auto", "pytorch", "onnxruntime", "openvino"] = shared("backend")
+    precision: Literal["auto", "fp32", "bf16", "int8"] = shared("precision")
     vid_stride: int = setting(1, "track on every n-th frame of a video file")
     timeout: float = shared("timeout")
     reconnect: int = shared("reconnect")
@@ -138,7 +139,11 @@ def run(
     """
     config.validate()
     if detector is None:
-        detector = Detector.from_weights(config.weights, config.device, precision=config.precision)
+        detector = Detector.from_weights(
+            config.weights, config.device, backend=config.backend, precision=config.precision
+        )
+    if detector.choice is not None:
+        log(detector.choice.describe())
     run_dir = new_run_dir(config.project, config.name, config.exist_ok)
     run_dir.mkdir(parents=True, exist_ok=True)
     settings = config.tracker_settings()
